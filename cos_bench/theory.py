@@ -1,0 +1,86 @@
+"""The paper's speedup formulas (DESIGN.md §4), as pure functions.
+
+Vocabulary: `alpha` is the per-token acceptance rate α = Σ_x min(draft(x), combined(x));
+`c` is (time of one proposer call) / (time of one verifier call); `gamma` is how many
+tokens a model drafts per turn. The report prints these beside the measured speedup.
+
+The paper gives formulas only for two models; for anything else these functions
+return None (printed as "n/a") rather than an invented extrapolation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from cos_bench.errors import CosBenchError
+
+KNOWN_METHODS = ("vanilla", "sd", "cos", "hf-ensemble")
+
+
+def naive_cos_speedup(alpha: float, c: float, gamma: int) -> float:
+    """Thm 3.1: S = (1 − α^γ)(1 + c) / ((1 − α)(1 + cγ))."""
+    _check_inputs(alpha, c, gamma=gamma)
+    return _expected_run_length(alpha, gamma) * (1 + c) / (1 + c * gamma)
+
+
+def apf_speedup(alpha: float, c: float, gamma_q: int, gamma_p: int) -> float:
+    """Thm 3.6: S = (1 − α^γq)(1 + c) / ((1 − α)(1 + cγq − α^γp·c)).
+
+    `gamma_q` is the default proposer's γ, `gamma_p` the verifier's (its bonus run length).
+    """
+    _check_inputs(alpha, c, gamma_q=gamma_q, gamma_p=gamma_p)
+    denominator = 1 + c * gamma_q - alpha**gamma_p * c  # > 0: α^γp·c ≤ c ≤ cγq
+    return _expected_run_length(alpha, gamma_q) * (1 + c) / denominator
+
+
+def theoretical_speedup(
+    method: str,
+    n_models: int,
+    alpha: float | None,
+    c: float | None,
+    gammas: Sequence[int],
+    *,
+    proposer_index: int = 0,
+) -> float | None:
+    """The paper's predicted speedup over vanilla for one method, or None where it has no formula.
+
+    `gammas` is aligned with the models; `proposer_index` says which one is the default
+    proposer (the drafter for "sd"). "sd" uses Thm 3.1, "cos" with two models Thm 3.6,
+    "vanilla" is 1 by definition. n > 2 models, "hf-ensemble", or an unmeasured α or c
+    give None: the paper has no formula for them and we do not make one up.
+    """
+    if method not in KNOWN_METHODS:
+        raise CosBenchError(f"theory: unknown method {method!r}; use one of {', '.join(KNOWN_METHODS)}")
+    if method == "vanilla":
+        return 1.0
+    if method == "hf-ensemble" or n_models != 2 or alpha is None or c is None:
+        return None
+    if len(gammas) != n_models or not 0 <= proposer_index < n_models:
+        raise CosBenchError(
+            f"theory: need one gamma per model and a proposer index below {n_models} "
+            f"(got gammas={list(gammas)}, proposer_index={proposer_index}); pass them aligned with the models"
+        )
+    gamma_q = gammas[proposer_index]
+    if method == "sd":
+        return naive_cos_speedup(alpha, c, gamma_q)
+    gamma_p = gammas[1 - proposer_index]
+    return apf_speedup(alpha, c, gamma_q, gamma_p)
+
+
+def _expected_run_length(alpha: float, gamma: int) -> float:
+    """(1 − α^γ)/(1 − α) written as Σ_{i<γ} α^i: equal for α < 1, and the correct limit γ at α = 1."""
+    return math.fsum(alpha**i for i in range(gamma))
+
+
+def _check_inputs(alpha: float, c: float, **gammas: int) -> None:
+    # NaN fails every comparison, so `not (0 <= alpha <= 1)` also rejects it.
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise CosBenchError(f"theory: alpha must be an acceptance rate in [0, 1] (got {alpha!r}); pass the measured α")
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 < c < math.inf):
+        raise CosBenchError(
+            f"theory: c must be a positive finite cost ratio (got {c!r}); pass proposer-call time / verifier-call time"
+        )
+    for key, gamma in gammas.items():
+        if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+            raise CosBenchError(f"theory: {key} must be an integer ≥ 1 (got {gamma!r}); pass the draft length used")

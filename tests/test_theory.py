@@ -1,0 +1,123 @@
+"""The paper's speedup formulas: hand-computed values, limits and Cor 3.7."""
+
+import math
+
+import pytest
+
+from cos_bench.errors import CosBenchError
+from cos_bench.theory import apf_speedup, naive_cos_speedup, theoretical_speedup
+
+ALPHAS = [i / 20 for i in range(21)]  # 0, 0.05, ..., 1 — both ends included
+CS = [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
+
+
+def test_naive_cos_hand_computed():
+    # α=0.5, c=0.2, γ=5: (1 − 0.5^5)(1.2) / ((0.5)(1 + 1.0)) = 0.96875·1.2 / 1.0 = 1.1625
+    assert naive_cos_speedup(0.5, 0.2, 5) == pytest.approx(1.1625)
+    # α=0.8, c=0.1, γ=3: (1 − 0.512)(1.1) / ((0.2)(1.3)) = 0.5368 / 0.26 = 2.0646...
+    assert naive_cos_speedup(0.8, 0.1, 3) == pytest.approx(0.5368 / 0.26)
+
+
+def test_apf_hand_computed():
+    # α=0.5, c=0.2, γq=5, γp=1: 0.96875·1.2 / (0.5·(1 + 1.0 − 0.5·0.2)) = 1.1625 / 0.95
+    assert apf_speedup(0.5, 0.2, 5, 1) == pytest.approx(1.1625 / 0.95)
+    # α=0.8, c=0.1, γq=3, γp=2: 0.488·1.1 / (0.2·(1 + 0.3 − 0.64·0.1)) = 0.5368 / 0.2472
+    assert apf_speedup(0.8, 0.1, 3, 2) == pytest.approx(0.5368 / 0.2472)
+
+
+@pytest.mark.parametrize("alpha", [a for a in ALPHAS if a < 1])
+@pytest.mark.parametrize("gamma", [1, 2, 5, 8])
+def test_geometric_sum_matches_closed_form_below_one(alpha, gamma):
+    c = 0.3
+    closed_naive = (1 - alpha**gamma) * (1 + c) / ((1 - alpha) * (1 + c * gamma))
+    closed_apf = (1 - alpha**gamma) * (1 + c) / ((1 - alpha) * (1 + c * gamma - alpha**2 * c))
+    assert naive_cos_speedup(alpha, c, gamma) == pytest.approx(closed_naive, rel=1e-12)
+    assert apf_speedup(alpha, c, gamma, 2) == pytest.approx(closed_apf, rel=1e-12)
+
+
+def test_alpha_one_is_the_limit():
+    # (1 − α^γ)/(1 − α) → γ: naive γ=5, c=0.2 → 5·1.2 / 2.0 = 3.0
+    assert naive_cos_speedup(1.0, 0.2, 5) == pytest.approx(3.0)
+    # APF γq=5, γp=1, c=0.2 → 5·1.2 / (1 + 1.0 − 0.2) = 6 / 1.8
+    assert apf_speedup(1.0, 0.2, 5, 1) == pytest.approx(6 / 1.8)
+    # and it is continuous: α just below 1 gives nearly the same value
+    assert naive_cos_speedup(1 - 1e-9, 0.2, 5) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_alpha_zero():
+    # nothing is ever accepted: one token per round, costing 1 + cγ instead of 1 + c
+    assert naive_cos_speedup(0.0, 0.2, 5) == pytest.approx(1.2 / 2.0)
+    assert apf_speedup(0.0, 0.2, 5, 3) == pytest.approx(1.2 / 2.0)  # α^γp = 0: no bonus gain
+    assert naive_cos_speedup(0.0, 0.2, 1) == pytest.approx(1.0)
+    assert apf_speedup(0.0, 0.2, 1, 1) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_naive_with_gamma_one_is_exactly_vanilla(alpha):
+    assert naive_cos_speedup(alpha, 0.37, 1) == pytest.approx(1.0)
+
+
+def test_cor_3_7_apf_with_gamma_one_never_slower():
+    for alpha in ALPHAS:
+        for c in CS:
+            assert apf_speedup(alpha, c, 1, 1) >= 1 - 1e-12, (alpha, c)
+
+
+def test_naive_cos_can_be_slower_so_cor_3_7_is_not_vacuous():
+    # low acceptance and a relatively costly proposer: Naive-CoS with γ=5 loses.
+    # α=0.2, c=0.5: (1 − 0.2^5)/0.8 · 1.5 / 3.5 = 1.2496 · 1.5 / 3.5 ≈ 0.536
+    assert naive_cos_speedup(0.2, 0.5, 5) == pytest.approx(1.2496 * 1.5 / 3.5)
+    assert naive_cos_speedup(0.2, 0.5, 5) < 1
+    slower = [(a, c) for a in ALPHAS for c in CS if naive_cos_speedup(a, c, 5) < 1]
+    assert len(slower) > 10
+
+
+def test_theoretical_speedup_dispatch():
+    assert theoretical_speedup("vanilla", 2, None, None, [5, 1]) == 1.0
+    assert theoretical_speedup("vanilla", 3, None, None, [1, 1, 1]) == 1.0
+    assert theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1]) == pytest.approx(naive_cos_speedup(0.5, 0.2, 5))
+    assert theoretical_speedup("cos", 2, 0.5, 0.2, [5, 1]) == pytest.approx(apf_speedup(0.5, 0.2, 5, 1))
+    # the default proposer need not be listed first
+    assert theoretical_speedup("cos", 2, 0.5, 0.2, [1, 5], proposer_index=1) == pytest.approx(
+        apf_speedup(0.5, 0.2, 5, 1)
+    )
+    assert theoretical_speedup("sd", 2, 0.5, 0.2, [1, 5], proposer_index=1) == pytest.approx(
+        naive_cos_speedup(0.5, 0.2, 5)
+    )
+
+
+@pytest.mark.parametrize(
+    "method, n, alpha, c",
+    [
+        ("cos", 3, 0.5, 0.2),  # the paper has no n-model formula
+        ("sd", 3, 0.5, 0.2),
+        ("hf-ensemble", 2, 0.5, 0.2),
+        ("cos", 2, None, 0.2),  # α not measured
+        ("sd", 2, 0.5, None),  # c not measured
+    ],
+)
+def test_theoretical_speedup_is_none_without_a_formula(method, n, alpha, c):
+    assert theoretical_speedup(method, n, alpha, c, [1] * n) is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: naive_cos_speedup(-0.1, 0.2, 5),
+        lambda: naive_cos_speedup(1.1, 0.2, 5),
+        lambda: naive_cos_speedup(math.nan, 0.2, 5),
+        lambda: naive_cos_speedup(0.5, 0.0, 5),
+        lambda: naive_cos_speedup(0.5, -1.0, 5),
+        lambda: naive_cos_speedup(0.5, math.inf, 5),
+        lambda: naive_cos_speedup(0.5, 0.2, 0),
+        lambda: naive_cos_speedup(0.5, 0.2, 2.0),
+        lambda: apf_speedup(0.5, 0.2, 5, 0),
+        lambda: apf_speedup(0.5, 0.2, True, 1),
+        lambda: theoretical_speedup("medusa", 2, 0.5, 0.2, [5, 1]),
+        lambda: theoretical_speedup("cos", 2, 0.5, 0.2, [5]),
+        lambda: theoretical_speedup("cos", 2, 0.5, 0.2, [5, 1], proposer_index=2),
+    ],
+)
+def test_bad_inputs_raise(call):
+    with pytest.raises(CosBenchError):
+        call()
