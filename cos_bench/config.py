@@ -1,0 +1,688 @@
+"""Experiment configuration: one YAML file per experiment, parsed into frozen dataclasses.
+
+Validation is strict on purpose: a typo'd key or a weight vector that does not sum to
+one would otherwise silently run a different experiment than the file names (the
+official CoS code's worst habit). Every rejection is a `CosBenchError` of the form
+`<file>: <key>: <reason and fix>`.
+
+The parsed config is fully resolved — default weights, γ per model, derived labels —
+so the runner never re-applies defaults. `config_to_dict` gives the JSON/YAML form that
+results files store; it parses back to an equal config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cos_bench.errors import CosBenchError
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
+
+PAPER_SETTINGS = (
+    "llama-vicuna-we",
+    "qwen-3b-we",
+    "qwen-1.5b-we",
+    "qwen-3model-we",
+    "llama3-cd",
+    "llama2-cd",
+    "opt-cd",
+)
+METHODS = ("vanilla", "sd", "cos", "hf-ensemble")
+TASKS = ("humaneval", "gsm8k", "mmlu")
+RULES = ("we", "cd")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps|multi-gpu")
+# Model names appear in keys like `gamma.small` and in file names: no dots, no spaces.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+EXPERIMENT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+WEIGHT_SUM_TOLERANCE = 1e-6
+DEFAULT_PROPOSER_GAMMA = 5  # paper: small model γ ∈ {1, 5}
+DEFAULT_VERIFIER_GAMMA = 1  # paper: large model γ = 1
+DEFAULT_MU = 0.1
+
+TOP_LEVEL_KEYS = (
+    "name", "paper_setting", "models", "combinations", "methods", "gamma", "proposer",
+    "temperature", "tasks", "limit", "offset", "seed", "subjects", "max_new_tokens",
+    "repeats", "warmup", "dtype", "device", "chat", "data_dir", "allow_code_eval", "sweep",
+)  # fmt: skip
+REQUIRED_KEYS = ("name", "models", "combinations")
+MODEL_KEYS = ("name", "source")
+WE_KEYS = ("rule", "weights", "label")
+CD_KEYS = ("rule", "mu", "expert", "amateur", "plausibility_alpha", "label")
+SWEEP_KEYS = ("lambda", "mu", "gamma", "temperature", "proposer")
+
+
+class FrozenMap(Mapping):
+    """A read-only, hashable mapping (keeps frozen configs frozen; unlike MappingProxyType it pickles)."""
+
+    def __init__(self, items: Mapping | Sequence = ()) -> None:
+        self._data = dict(items)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the role name used everywhere else in the config (gamma, proposer, expert, ...)
+    source: str  # hub id, local dir, .gguf path, or offline:<name>
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One combination setting; `we` fills `weights`, `cd` fills mu/expert/amateur."""
+
+    rule: str  # "we" | "cd"
+    weights: tuple[float, ...] | None  # aligned with the models
+    mu: float | None
+    expert: str | None
+    amateur: str | None
+    plausibility_alpha: float | None  # CD plausibility mask (off = None, as in the paper)
+    label: str
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    lambdas: tuple[float, ...]  # weight of the first model in 2-model WE
+    mus: tuple[float, ...]
+    gammas: Mapping[str, tuple[int, ...]]  # per model name
+    temperatures: tuple[float, ...]
+    proposers: tuple[str, ...]
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.lambdas or self.mus or self.gammas or self.temperatures or self.proposers)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    paper_setting: str | None
+    models: tuple[ModelSpec, ...]
+    combinations: tuple[Combination, ...]
+    methods: tuple[str, ...]
+    gamma: Mapping[str, int]  # every model, in model order; defaults already applied
+    proposer: str  # the default proposer's model name
+    temperature: float
+    tasks: tuple[str, ...]
+    limit: int | None  # None = every example
+    offset: int
+    seed: int
+    subjects: tuple[str, ...] | None
+    max_new_tokens: int
+    repeats: int
+    warmup: int
+    dtype: str
+    device: str
+    chat: bool | None  # None = auto: use the chat template when the tokenizer has one
+    data_dir: str | None
+    allow_code_eval: bool
+    sweep: SweepSpec | None
+    # Which gamma entries the user wrote; the others follow the proposer when it changes
+    # (overrides, sweeps). Not part of equality: it is provenance, not configuration.
+    explicit_gamma: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    @property
+    def proposer_index(self) -> int:
+        return self.model_names.index(self.proposer)
+
+    @property
+    def gammas(self) -> tuple[int, ...]:
+        """γ per model, aligned with `models` (the form `theory.theoretical_speedup` takes)."""
+        return tuple(self.gamma[name] for name in self.model_names)
+
+
+# --------------------------------------------------------------------------- errors and readers
+
+
+def _fail(origin: str, key: str, reason: str) -> CosBenchError:
+    return CosBenchError(f"{origin}: {key}: {reason}")
+
+
+def _check_keys(origin: str, prefix: str, data: Mapping, allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise _fail(origin, f"{prefix}{key}", f"unknown key; {hint}valid keys: {', '.join(allowed)}")
+
+
+def _mapping(origin: str, key: str, value: Any) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise _fail(origin, key, f"must be a mapping of key: value (got {_show(value)})")
+    return value
+
+
+def _list(origin: str, key: str, value: Any, *, min_len: int = 1) -> list:
+    # tuples come from command-line overrides and from config_to_dict callers
+    if not isinstance(value, (list, tuple)):
+        raise _fail(origin, key, f"must be a list, e.g. [a, b] (got {_show(value)})")
+    if len(value) < min_len:
+        raise _fail(
+            origin, key,
+            f"must list at least {min_len} entr{'y' if min_len == 1 else 'ies'} (got {len(value)})",
+        )
+    return list(value)
+
+
+def _str(origin: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(origin, key, f"must be a non-empty string (got {_show(value)})")
+    return value
+
+
+def _choice(origin: str, key: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices or not isinstance(value, str):
+        raise _fail(origin, key, f"must be one of {', '.join(choices)} (got {_show(value)})")
+    return value
+
+
+def _int(origin: str, key: str, value: Any, *, minimum: int) -> int:
+    # bool is an int subclass in Python; `repeats: true` is a typo, not 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(origin, key, f"must be an integer ≥ {minimum} (got {_show(value)})")
+    if value < minimum:
+        raise _fail(origin, key, f"must be ≥ {minimum} (got {value})")
+    return value
+
+
+def _float(origin: str, key: str, value: Any, *, minimum: float, inclusive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(origin, key, f"must be a finite number (got {_show(value)}); write decimals as 0.5 or 1.0e-3")
+    if value < minimum or (not inclusive and value == minimum):
+        raise _fail(origin, key, f"must be {'≥' if inclusive else '>'} {minimum:g} (got {value:g})")
+    return float(value)
+
+
+def _model_name(origin: str, key: str, value: Any, names: Sequence[str]) -> str:
+    if value not in names or not isinstance(value, str):
+        raise _fail(origin, key, f"unknown model {value!r}; use one of the model names: {', '.join(names)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if value is not None else "null"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"  # 0.5 → "0.5", 0.0 → "0": labels stay short and stable
+
+
+def _fmt_value(value: Any) -> str:
+    return value if isinstance(value, str) else _fmt(value)
+
+
+# --------------------------------------------------------------------------- section parsers
+
+
+def _parse_models(origin: str, value: Any) -> tuple[ModelSpec, ...]:
+    entries = _list(origin, "models", value, min_len=2)  # collaboration needs two models at least
+    models: list[ModelSpec] = []
+    for i, entry in enumerate(entries):
+        key = f"models[{i}]"
+        entry = _mapping(origin, key, entry)
+        _check_keys(origin, f"{key}.", entry, MODEL_KEYS)
+        for required in MODEL_KEYS:
+            if required not in entry:
+                raise _fail(origin, f"{key}.{required}", "required; give each model a name and a source")
+        name = _str(origin, f"{key}.name", entry["name"])
+        if not MODEL_NAME_PATTERN.fullmatch(name):
+            raise _fail(
+                origin, f"{key}.name",
+                f"{name!r} must be letters, digits, '_' or '-' (it is used in keys like gamma.{name})",
+            )
+        if name in (m.name for m in models):
+            raise _fail(origin, f"{key}.name", f"duplicate model name {name!r}; give each model its own name")
+        source = _str(origin, f"{key}.source", entry["source"])
+        if source.startswith("offline:") and not source[len("offline:"):].strip():
+            raise _fail(
+                origin, f"{key}.source",
+                "offline: needs a model name after the colon, e.g. offline:qwen2.5-coder-0.5b-instruct",
+            )
+        models.append(ModelSpec(name=name, source=source))
+    return tuple(models)
+
+
+def _parse_combination(origin: str, key: str, value: Any, names: Sequence[str]) -> Combination:
+    entry = _mapping(origin, key, value)
+    if "rule" not in entry:
+        raise _fail(origin, f"{key}.rule", f"required; use one of {', '.join(RULES)}")
+    rule = _choice(origin, f"{key}.rule", entry["rule"], RULES)
+    _check_keys(origin, f"{key}.", entry, WE_KEYS if rule == "we" else CD_KEYS)
+    combination = _parse_we(origin, key, entry, names) if rule == "we" else _parse_cd(origin, key, entry, names)
+    if entry.get("label") is not None:
+        combination = replace(combination, label=_str(origin, f"{key}.label", entry["label"]))
+    return combination
+
+
+def _parse_we(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Combination:
+    n = len(names)
+    raw = entry.get("weights")
+    if raw is None:
+        weights = tuple([1.0 / n] * n)  # paper default: uniform
+    else:
+        items = _list(origin, f"{key}.weights", raw)
+        if len(items) != n:
+            raise _fail(
+                origin, f"{key}.weights",
+                f"needs one weight per model ({n}: {', '.join(names)}), got {len(items)}",
+            )
+        weights = tuple(_float(origin, f"{key}.weights[{i}]", w, minimum=0.0) for i, w in enumerate(items))
+        total = math.fsum(weights)
+        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+            raise _fail(origin, f"{key}.weights", f"must sum to 1 (got {total:.6g}); rescale them")
+    return Combination("we", weights, None, None, None, None, label=_we_label(weights))
+
+
+def _parse_cd(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Combination:
+    if len(names) != 2:
+        raise _fail(
+            origin, f"{key}.rule",
+            f"cd needs exactly 2 models (this config has {len(names)}); use rule: we or list two models",
+        )
+    mu = _float(origin, f"{key}.mu", entry.get("mu", DEFAULT_MU), minimum=0.0)
+    # Roles are required, never guessed from model order: swapping them inverts the formula.
+    roles = {}
+    for role in ("expert", "amateur"):
+        if entry.get(role) is None:
+            raise _fail(origin, f"{key}.{role}", f"required for cd; name the {role} model ({' or '.join(names)})")
+        roles[role] = _model_name(origin, f"{key}.{role}", entry[role], names)
+    if roles["expert"] == roles["amateur"]:
+        raise _fail(origin, f"{key}.amateur", "must differ from the expert; name the other model")
+    alpha = entry.get("plausibility_alpha")
+    if alpha is not None:
+        alpha = _float(origin, f"{key}.plausibility_alpha", alpha, minimum=0.0, inclusive=False)
+        if alpha >= 1:
+            raise _fail(origin, f"{key}.plausibility_alpha", f"must be in (0, 1) or null (got {alpha:g})")
+    label = f"cd-{_fmt(mu)}" + (f"-pa{_fmt(alpha)}" if alpha is not None else "")
+    return Combination("cd", None, mu, roles["expert"], roles["amateur"], alpha, label=label)
+
+
+def _we_label(weights: Sequence[float]) -> str:
+    if len(weights) == 2:
+        return f"we-{_fmt(weights[0])}"  # λ, the first model's weight
+    if max(weights) - min(weights) < WEIGHT_SUM_TOLERANCE:
+        return "we-uniform"
+    return "we-" + "-".join(_fmt(w) for w in weights)
+
+
+def _parse_combinations(origin: str, value: Any, names: Sequence[str]) -> tuple[Combination, ...]:
+    entries = _list(origin, "combinations", value)
+    combinations = tuple(_parse_combination(origin, f"combinations[{i}]", e, names) for i, e in enumerate(entries))
+    labels = [c.label for c in combinations]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise _fail(
+                origin, f"combinations[{i}].label",
+                f"duplicate label {label!r}; set a distinct label for each combination",
+            )
+    return combinations
+
+
+def _parse_choices(origin: str, key: str, value: Any, choices: Sequence[str]) -> tuple[str, ...]:
+    items = _list(origin, key, value)
+    out = tuple(_choice(origin, f"{key}[{i}]", item, choices) for i, item in enumerate(items))
+    for i, item in enumerate(out):
+        if item in out[:i]:
+            raise _fail(origin, f"{key}[{i}]", f"{item!r} is listed twice; list it once")
+    return out
+
+
+def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str) -> tuple[FrozenMap, frozenset[str]]:
+    given = _mapping(origin, "gamma", value if value is not None else {})
+    explicit = {}
+    for name, g in given.items():
+        _model_name(origin, f"gamma.{name}", name, names)
+        explicit[name] = _int(origin, f"gamma.{name}", g, minimum=1)
+    resolved = {
+        name: explicit.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA)
+        for name in names
+    }
+    return FrozenMap(resolved), frozenset(explicit)
+
+
+def _parse_methods(
+    origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]
+) -> tuple[str, ...]:
+    methods = _parse_choices(origin, "methods", value, METHODS)
+    if "hf-ensemble" in methods:
+        cd = [c.label for c in combinations if c.rule == "cd"]
+        if len(names) != 2 or cd:
+            found = f"{len(names)} models" if len(names) != 2 else f"cd combination {cd[0]!r}"
+            raise _fail(
+                origin, "methods",
+                f"hf-ensemble supports only 2-model we combinations (found {found}); drop hf-ensemble from methods",
+            )
+    return methods
+
+
+def _parse_subjects(origin: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = _list(origin, "subjects", value)  # an empty list would silently select nothing
+    return tuple(_str(origin, f"subjects[{i}]", s) for i, s in enumerate(items))
+
+
+def _parse_chat(origin: str, value: Any) -> bool | None:
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):  # command-line strings
+        return value == "true"
+    raise _fail(origin, "chat", f"must be auto, true or false (got {_show(value)})")
+
+
+def _parse_device(origin: str, value: Any) -> str:
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
+        raise _fail(origin, "device", f"must be auto, cpu, cuda, cuda:N, mps or multi-gpu (got {_show(value)})")
+    return value
+
+
+def _parse_data_dir(origin: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    return _str(origin, "data_dir", str(value) if isinstance(value, Path) else value)
+
+
+def _parse_bool(origin: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(origin, key, f"must be true or false (got {_show(value)})")
+    return value
+
+
+def _parse_sweep(
+    origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]
+) -> SweepSpec | None:
+    if value is None:
+        return None
+    data = _mapping(origin, "sweep", value)
+    _check_keys(origin, "sweep.", data, SWEEP_KEYS)
+
+    def grid(key: str, read: Callable[[str, Any], Any]) -> tuple:
+        if data.get(key) is None:
+            return ()
+        return tuple(read(f"sweep.{key}[{i}]", v) for i, v in enumerate(_list(origin, f"sweep.{key}", data[key])))
+
+    lambdas = grid("lambda", lambda k, v: _lambda(origin, k, v))
+    mus = grid("mu", lambda k, v: _float(origin, k, v, minimum=0.0))
+    temperatures = grid("temperature", lambda k, v: _float(origin, k, v, minimum=0.0))
+    proposers = grid("proposer", lambda k, v: _model_name(origin, k, v, names))
+    gammas = {}
+    for name, values in _mapping(origin, "sweep.gamma", data.get("gamma") or {}).items():
+        _model_name(origin, f"sweep.gamma.{name}", name, names)
+        items = _list(origin, f"sweep.gamma.{name}", values)
+        gammas[name] = tuple(_int(origin, f"sweep.gamma.{name}[{i}]", g, minimum=1) for i, g in enumerate(items))
+    if lambdas and (len(names) != 2 or not any(c.rule == "we" for c in combinations)):
+        raise _fail(
+            origin, "sweep.lambda",
+            "applies only to 2-model we combinations and this config has none; remove it or add a we combination",
+        )
+    if mus and not any(c.rule == "cd" for c in combinations):
+        raise _fail(
+            origin, "sweep.mu",
+            "applies only to cd combinations and this config has none; remove it or add a cd combination",
+        )
+    spec = SweepSpec(lambdas, mus, FrozenMap({n: gammas[n] for n in names if n in gammas}), temperatures, proposers)
+    return None if spec.is_empty else spec
+
+
+def _lambda(origin: str, key: str, value: Any) -> float:
+    lam = _float(origin, key, value, minimum=0.0)
+    if lam > 1:
+        raise _fail(origin, key, f"must be in [0, 1]: it is the first model's weight (got {lam:g})")
+    return lam
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
+    """Validate a config mapping (parsed YAML, or config_to_dict output); `origin` names it in errors."""
+    data = _mapping(origin, "top level", data)
+    _check_keys(origin, "", data, TOP_LEVEL_KEYS)
+    for key in REQUIRED_KEYS:
+        if data.get(key) is None:
+            raise _fail(origin, key, "required; see configs/default.yaml for an example")
+    name = _str(origin, "name", data["name"])
+    if not EXPERIMENT_NAME_PATTERN.fullmatch(name):
+        raise _fail(origin, "name", f"{name!r} must be letters, digits, '.', '_' or '-' (it names result folders)")
+    models = _parse_models(origin, data["models"])
+    names = tuple(m.name for m in models)
+    combinations = _parse_combinations(origin, data["combinations"], names)
+    proposer = names[0] if data.get("proposer") is None else _model_name(origin, "proposer", data["proposer"], names)
+    gamma, explicit_gamma = _parse_gamma(origin, data.get("gamma"), names, proposer)
+    paper_setting = data.get("paper_setting")
+    if paper_setting is not None:
+        paper_setting = _choice(origin, "paper_setting", paper_setting, PAPER_SETTINGS)
+    limit = data.get("limit")
+    return ExperimentConfig(
+        name=name,
+        paper_setting=paper_setting,
+        models=models,
+        combinations=combinations,
+        methods=_parse_methods(origin, data.get("methods", ["vanilla", "sd", "cos"]), names, combinations),
+        gamma=gamma,
+        proposer=proposer,
+        temperature=_float(origin, "temperature", data.get("temperature", 0.0), minimum=0.0),
+        tasks=_parse_choices(origin, "tasks", data.get("tasks", ["humaneval"]), TASKS),
+        limit=None if limit is None else _int(origin, "limit", limit, minimum=1),
+        offset=_int(origin, "offset", data.get("offset", 0), minimum=0),
+        seed=_int(origin, "seed", data.get("seed", 0), minimum=0),
+        subjects=_parse_subjects(origin, data.get("subjects")),
+        max_new_tokens=_int(origin, "max_new_tokens", data.get("max_new_tokens", 128), minimum=1),
+        repeats=_int(origin, "repeats", data.get("repeats", 1), minimum=1),
+        warmup=_int(origin, "warmup", data.get("warmup", 1), minimum=0),
+        dtype=_choice(origin, "dtype", data.get("dtype", "auto"), DTYPES),
+        device=_parse_device(origin, data.get("device", "auto")),
+        chat=_parse_chat(origin, data.get("chat", "auto")),
+        data_dir=_parse_data_dir(origin, data.get("data_dir")),
+        allow_code_eval=_parse_bool(origin, "allow_code_eval", data.get("allow_code_eval", False)),
+        sweep=_parse_sweep(origin, data.get("sweep"), names, combinations),
+        explicit_gamma=explicit_gamma,
+    )
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate one experiment YAML file."""
+    origin = str(path)
+    path = Path(path)
+    if not path.is_file():
+        shipped = ", ".join(p.name for p in sorted(CONFIGS_DIR.glob("*.yaml"))) or "none found"
+        raise CosBenchError(
+            f"{origin}: config file not found; pass --config with an existing YAML file "
+            f"(shipped in {CONFIGS_DIR}: {shipped})"
+        )
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 — SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise CosBenchError(f"{origin}: not valid YAML ({_yaml_problem(exc)}); fix the syntax there") from exc
+    if data is None:
+        raise CosBenchError(f"{origin}: the file is empty; see configs/default.yaml for an example")
+    return parse_config(data, origin)
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    """The effective config as plain JSON/YAML types; `parse_config` turns it back into an equal config."""
+    return _to_dict(cfg, explicit_gamma_only=False)
+
+
+def apply_overrides(
+    cfg: ExperimentConfig, overrides: Mapping[str, Any], origin: str = "command line"
+) -> ExperimentConfig:
+    """Replace top-level settings (values already parsed) and re-validate the whole config.
+
+    `gamma` merges into the existing per-model values; every other key replaces. γ values
+    the file did not set are re-derived, so overriding `proposer` gives the new proposer γ=5.
+    """
+    data = _to_dict(cfg, explicit_gamma_only=True)
+    for key, value in overrides.items():
+        if key not in TOP_LEVEL_KEYS:
+            _check_keys(origin, "", {key: value}, TOP_LEVEL_KEYS)
+        if key == "gamma" and isinstance(value, Mapping):
+            data["gamma"] = {**data["gamma"], **value}
+        else:
+            data[key] = value
+    return parse_config(data, origin)
+
+
+def sweep_cells(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
+    """Expand the sweep grid: one (cell label, config without a sweep) per point of the Cartesian product.
+
+    λ sets [λ, 1−λ] on every we combination, μ sets every cd combination's μ (their
+    labels are re-derived); gamma, temperature and proposer set the top-level values.
+    """
+    if cfg.sweep is None or cfg.sweep.is_empty:
+        raise CosBenchError(
+            f"{cfg.name}: sweep: nothing to sweep; add a `sweep:` section to the config "
+            "(e.g. sweep: {lambda: [0.2, 0.5, 0.8]}) or pass grids on the command line"
+        )
+    axes = _sweep_axes(cfg.sweep)
+    cells = []
+    for point in itertools.product(*(values for _, values, _ in axes)):
+        data = _to_dict(cfg, explicit_gamma_only=True)
+        data["sweep"] = None
+        for (_, _, apply), value in zip(axes, point):
+            apply(data, value)
+        data["combinations"] = _dedupe(data["combinations"])  # several we combos collapse under one λ
+        label = ",".join(f"{key}={_fmt_value(value)}" for (key, _, _), value in zip(axes, point))
+        cells.append((label, parse_config(data, f"{cfg.name} sweep cell {label}")))
+    return cells
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _sweep_axes(sweep: SweepSpec) -> list[tuple[str, tuple, Callable[[dict, Any], None]]]:
+    """(label key, values, how to apply one value to a config dict) for each non-empty axis, in label order."""
+    axes: list[tuple[str, tuple, Callable[[dict, Any], None]]] = []
+    if sweep.lambdas:
+        axes.append(("lambda", sweep.lambdas, lambda d, lam: _set_rule(d, "we", weights=[lam, 1.0 - lam])))
+    if sweep.mus:
+        axes.append(("mu", sweep.mus, lambda d, mu: _set_rule(d, "cd", mu=mu)))
+    for name, values in sweep.gammas.items():
+        axes.append((f"gamma.{name}", values, lambda d, g, name=name: d["gamma"].__setitem__(name, g)))
+    if sweep.temperatures:
+        axes.append(("temperature", sweep.temperatures, lambda d, t: d.__setitem__("temperature", t)))
+    if sweep.proposers:
+        axes.append(("proposer", sweep.proposers, lambda d, p: d.__setitem__("proposer", p)))
+    return axes
+
+
+def _set_rule(data: dict, rule: str, **values: Any) -> None:
+    for combination in data["combinations"]:
+        if combination["rule"] == rule:
+            combination.update(values)
+            combination.pop("label", None)  # a hand-written label would now lie; derive it again
+
+
+def _dedupe(items: list) -> list:
+    return [item for i, item in enumerate(items) if item not in items[:i]]
+
+
+def _combination_to_dict(c: Combination) -> dict:
+    if c.rule == "we":
+        return {"rule": "we", "weights": list(c.weights or ()), "label": c.label}
+    return {
+        "rule": "cd",
+        "mu": c.mu,
+        "expert": c.expert,
+        "amateur": c.amateur,
+        "plausibility_alpha": c.plausibility_alpha,
+        "label": c.label,
+    }
+
+
+def _sweep_to_dict(s: SweepSpec | None) -> dict | None:
+    if s is None:
+        return None
+    out = {
+        "lambda": list(s.lambdas),
+        "mu": list(s.mus),
+        "gamma": {name: list(values) for name, values in s.gammas.items()},
+        "temperature": list(s.temperatures),
+        "proposer": list(s.proposers),
+    }
+    return {key: value for key, value in out.items() if value}
+
+
+def _to_dict(cfg: ExperimentConfig, *, explicit_gamma_only: bool) -> dict:
+    gamma = {n: g for n, g in cfg.gamma.items() if not explicit_gamma_only or n in cfg.explicit_gamma}
+    return {
+        "name": cfg.name,
+        "paper_setting": cfg.paper_setting,
+        "models": [{"name": m.name, "source": m.source} for m in cfg.models],
+        "combinations": [_combination_to_dict(c) for c in cfg.combinations],
+        "methods": list(cfg.methods),
+        "gamma": gamma,
+        "proposer": cfg.proposer,
+        "temperature": cfg.temperature,
+        "tasks": list(cfg.tasks),
+        "limit": cfg.limit,
+        "offset": cfg.offset,
+        "seed": cfg.seed,
+        "subjects": None if cfg.subjects is None else list(cfg.subjects),
+        "max_new_tokens": cfg.max_new_tokens,
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "dtype": cfg.dtype,
+        "device": cfg.device,
+        "chat": "auto" if cfg.chat is None else cfg.chat,
+        "data_dir": cfg.data_dir,
+        "allow_code_eval": cfg.allow_code_eval,
+        "sweep": _sweep_to_dict(cfg.sweep),
+    }
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what PyYAML found and where (its own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}; keep one", key_node.start_mark
+            )
+        if isinstance(key, (str, int, float, bool)):
+            seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
