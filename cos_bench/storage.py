@@ -1,0 +1,315 @@
+"""Results folders: a manifest plus one JSON line per finished decode.
+
+A run is resumable because every record is appended, flushed and fsynced the
+moment its decode finishes; on restart `ResultsStore.done_keys` says what to
+skip. A crash can tear only the line being written (the last one), so that is
+repaired silently; damage anywhere else is reported, never guessed around.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cos_bench.errors import CosBenchError
+
+MANIFEST_NAME = "manifest.json"
+RECORDS_NAME = "records.jsonl"
+_KEY_SEPARATOR = "|"
+
+
+# --- manifest -----------------------------------------------------------------
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write `folder/manifest.json` atomically (temp file + os.replace): a crash leaves the old one or the new one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"  # TypeError here = a non-JSON value: a bug upstream
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, folder / MANIFEST_NAME)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return folder / MANIFEST_NAME
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a results folder; CosBenchError when it is missing or unreadable."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise CosBenchError(
+            f"{folder} is not a cos-bench results folder (no {MANIFEST_NAME}); "
+            "pass a folder written by `cos-bench run`"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CosBenchError(
+            f"{path} is corrupt ({err}), so {folder} is not a readable cos-bench results folder; "
+            "restore the file or re-run into a new folder"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise CosBenchError(
+            f"{path} holds a JSON {type(manifest).__name__}, not an object, so {folder} is not a "
+            "cos-bench results folder; restore the file or re-run into a new folder"
+        )
+    return manifest
+
+
+def update_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Replace top-level manifest fields (e.g. `calibration=...`) and rewrite it atomically; returns the new manifest."""
+    manifest = read_manifest(folder)
+    manifest.update(fields)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+# --- records ------------------------------------------------------------------
+
+
+def record_key(
+    task: str,
+    example_id: str,
+    setting: str,
+    method: str,
+    repeat: int,
+    variant: Mapping[str, Any] | None = None,
+) -> str:
+    """The identity of one decode, e.g. "gsm8k|17|we-0.5|cos|0".
+
+    `variant` holds whatever else tells apart cells that share a setting label
+    (sweep values, proposer order, temperature); without it such cells would
+    collide and the later ones be skipped as already done.
+    """
+    parts = [task, str(example_id), setting, method, str(int(repeat))]
+    for part in parts:
+        if _KEY_SEPARATOR in part:
+            raise ValueError(f"record key part {part!r} contains {_KEY_SEPARATOR!r}, which would make keys ambiguous")
+    if variant:
+        parts.append(json.dumps(dict(variant), sort_keys=True, separators=(",", ":")))
+    return _KEY_SEPARATOR.join(parts)
+
+
+class ResultsStore:
+    """Append-only `records.jsonl` in one results folder, safe to reopen after a crash."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / RECORDS_NAME
+        self._keys: set[str] | None = None  # loaded (and the file repaired) on first need
+
+    def done_keys(self) -> set[str]:
+        """Keys of the finished records; repairs a torn last line so the next append starts clean."""
+        records, complete_bytes, needs_newline = _scan(self.path)
+        if self.path.exists() and self.path.stat().st_size != complete_bytes:
+            # A crash mid-append left a partial line: drop it, else the next record is glued to it.
+            with open(self.path, "r+b") as handle:
+                handle.truncate(complete_bytes)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if needs_newline:
+            # The last record is whole but its newline never landed.
+            self._write_bytes(b"\n")
+        self._keys = {record["key"] for record in records}
+        return set(self._keys)
+
+    def append(self, record: Mapping[str, Any]) -> bool:
+        """Append one finished record and fsync it; returns False (writes nothing) if its key is already stored."""
+        key = record.get("key")
+        if not isinstance(key, str) or not key:
+            raise ValueError("a record needs a non-empty string 'key' (see record_key)")
+        if self._keys is None:
+            self.done_keys()
+        assert self._keys is not None
+        if key in self._keys:
+            return False
+        line = json.dumps(record, ensure_ascii=False, allow_nan=True) + "\n"
+        self._write_bytes(line.encode("utf-8"))  # one write: a crash can tear only this line
+        self._keys.add(key)
+        return True
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record, in file order; read-only, so safe while a run is still appending."""
+        return read_records(self.path)
+
+    def _write_bytes(self, data: bytes) -> None:
+        with open(self.path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The complete records of one records.jsonl without creating or repairing anything."""
+    return _scan(Path(path))[0]
+
+
+def _scan(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
+    """Parse records.jsonl: (records, bytes up to the last complete line, last record lacks its newline).
+
+    Only the final line may be bad (a torn write); a bad line before it is damage
+    we cannot explain, so it is an error naming the line.
+    """
+    if not path.exists():
+        return [], 0, False
+    data = path.read_bytes()
+    lines = data.split(b"\n")  # the final element is what follows the last newline ("" if none)
+    records: list[dict[str, Any]] = []
+    offset = 0
+    for number, raw in enumerate(lines, start=1):
+        is_last = number == len(lines)
+        end = offset + len(raw) + (0 if is_last else 1)
+        if raw.strip():
+            record = _parse_line(raw)
+            if record is None:
+                if is_last:
+                    return records, offset, False  # torn tail: keep everything before it
+                raise CosBenchError(
+                    f"{path} line {number} is not a complete JSON record, so the results are damaged; "
+                    f"delete that line to keep the rest (its decode will be re-run) or re-run into a new folder"
+                )
+            records.append(record)
+            if is_last:
+                return records, end, True
+        offset = end
+    return records, len(data), False
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return None
+    return record
+
+
+# --- loading for analysis ---------------------------------------------------------
+
+
+def load_records(folders: Sequence[Path]) -> pd.DataFrame:
+    """All records of the given results folders as one flat DataFrame, one row per record.
+
+    Nested fields become columns (see `flatten_record`); `run` is the folder name.
+    """
+    rows: list[dict[str, Any]] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not (folder / RECORDS_NAME).is_file():
+            raise CosBenchError(
+                f"{folder} is not a cos-bench results folder (no {RECORDS_NAME}); "
+                "pass a folder written by `cos-bench run`"
+            )
+        # Read-only on purpose: a report may run beside a live run, whose torn tail is just unfinished.
+        for record in read_records(folder / RECORDS_NAME):
+            rows.append(_flatten_checked(record, folder))
+    if not rows:
+        raise CosBenchError(
+            f"no finished records in {', '.join(str(f) for f in folders) or '(no folders)'}; "
+            "run `cos-bench run` first (or let a run finish at least one decode)"
+        )
+    return pd.DataFrame(rows)
+
+
+def _flatten_checked(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    try:
+        return flatten_record(record, run=folder.name)
+    except (KeyError, TypeError) as err:
+        raise CosBenchError(
+            f"record {record.get('key')!r} in {folder / RECORDS_NAME} lacks field {err}; it was written by a "
+            "different cos-bench version — re-run into a new folder with this version"
+        ) from None
+
+
+def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """One record as flat columns.
+
+    Per-model accounting is pooled over models (drafted, accepted, verified,
+    alpha_sum, by-position lists) except forward calls, kept per model as
+    `forward_calls.<model>`; the sweep dict becomes `sweep_<param>` columns.
+    """
+    accounting = record["accounting"]
+    models = accounting["models"]
+    row: dict[str, Any] = {"run": run}
+    for field in ("key", "run_label", "task", "example_id", "setting", "rule", "method", "repeat", "seed",
+                  "temperature", "n_models", "proposer", "prompt_tokens", "new_tokens", "token_ids",
+                  "text", "stop_reason"):
+        row[field] = record[field]
+    row["example_id"] = str(row["example_id"])
+    row["temperature"] = float(row["temperature"])
+    row["paper_setting"] = record.get("paper_setting")
+    row["gammas"] = dict(record.get("gammas") or {})
+    row["gammas_label"] = gammas_label(row["gammas"], row["proposer"])
+    timing = record["timing"]
+    row["total_s"] = float(timing["total_s"])
+    row["first_token_s"] = float(timing["first_token_s"])
+    row["decode_s"] = float(timing["decode_s"])
+    score = record.get("score") or {}
+    row["correct"] = score.get("correct")
+    row["extracted"] = score.get("extracted")
+    row["verdict"] = score.get("verdict")
+    row["score_detail"] = score.get("detail")
+    calibration = record.get("calibration") or {}
+    row["c"] = _float_or_nan(calibration.get("c"))
+    row["step_seconds"] = dict(calibration.get("step_seconds") or {})
+    for field in ("drafted", "accepted", "bonus_drafted", "bonus_accepted", "verified", "alpha_sum"):
+        row[field] = sum(model[field] for model in models)
+    row["drafted_by_position"] = sum_position_counts(model["drafted_by_position"] for model in models)
+    row["accepted_by_position"] = sum_position_counts(model["accepted_by_position"] for model in models)
+    row["corrections"] = accounting["corrections"]
+    row["direct_samples"] = accounting["direct_samples"]
+    for model in models:
+        row[f"forward_calls.{model['name']}"] = model["forward_calls"]
+    for param, value in _sweep_of(record).items():
+        # Lists (e.g. a γ pair) become JSON text so they can be grouped on.
+        row[f"sweep_{param}"] = value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
+    return row
+
+
+def gammas_label(gammas: Mapping[str, int], proposer: str) -> str:
+    """γ values as "5,1": the proposer's first, then the others in their stored order."""
+    ordered = ordered_gammas(gammas, proposer)
+    return ",".join(str(g) for g in ordered)
+
+
+def ordered_gammas(gammas: Mapping[str, int], proposer: str) -> list[int]:
+    """γ values ordered [proposer's, others...] as the theory functions expect."""
+    first = [int(gammas[proposer])] if proposer in gammas else []
+    return first + [int(g) for name, g in gammas.items() if name != proposer]
+
+
+def _sweep_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    # Sweep cells carry `sweep: {param: value}`; accept the flat sweep_param/sweep_value pair too.
+    sweep = dict(record.get("sweep") or {})
+    if "sweep_param" in record and record["sweep_param"] is not None:
+        sweep.setdefault(record["sweep_param"], record.get("sweep_value"))
+    return sweep
+
+
+def sum_position_counts(lists: Iterable[Sequence[int]]) -> list[int]:
+    """Element-wise sum of per-position counts of different lengths (missing positions count 0)."""
+    total: list[int] = []
+    for values in lists:
+        for index, value in enumerate(values):
+            if index == len(total):
+                total.append(0)
+            total[index] += value
+    return total
+
+
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)

@@ -1,0 +1,228 @@
+"""Results folders: atomic manifest, resumable append-only records, loading for analysis."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cos_bench.errors import CosBenchError
+from cos_bench.storage import (
+    RECORDS_NAME,
+    ResultsStore,
+    load_records,
+    read_manifest,
+    record_key,
+    update_manifest,
+    write_manifest,
+)
+
+SMALL_RUN = Path(__file__).parent / "data" / "small_run"
+
+
+def _record(n: int) -> dict:
+    return {"key": record_key("gsm8k", f"e{n}", "we-0.5", "cos", 0), "payload": "ü" * n}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def test_record_key_is_readable_and_distinguishes_every_part():
+    assert record_key("humaneval", "HumanEval/0", "we-0.5", "cos", 1) == "humaneval|HumanEval/0|we-0.5|cos|1"
+    keys = {
+        record_key("t", "e", "s", "cos", 0),
+        record_key("t", "e", "s", "cos", 1),
+        record_key("t", "e", "s", "sd", 0),
+        record_key("t", "e", "s", "cos", 0, variant={"gamma": 5}),
+        record_key("t", "e", "s", "cos", 0, variant={"gamma": 1}),
+    }
+    assert len(keys) == 5
+
+
+def test_record_key_variant_order_does_not_matter():
+    assert record_key("t", "e", "s", "cos", 0, {"a": 1, "b": 2}) == record_key("t", "e", "s", "cos", 0, {"b": 2, "a": 1})
+
+
+def test_record_key_refuses_the_separator_in_a_part():
+    with pytest.raises(ValueError, match="ambiguous"):
+        record_key("t", "a|b", "s", "cos", 0)
+
+
+# --- append and resume -------------------------------------------------------------------------
+
+
+def test_append_writes_one_line_per_record_and_skips_duplicates(tmp_path):
+    store = ResultsStore(tmp_path / "run")
+    assert store.done_keys() == set()
+    assert store.append(_record(1)) is True
+    assert store.append(_record(2)) is True
+    assert store.append(_record(1)) is False  # already stored: never duplicated
+    assert [r["key"] for r in store.records()] == [_record(1)["key"], _record(2)["key"]]
+    assert len(_lines(store.path)) == 2
+    # A fresh store (a resumed run) knows the keys without being told.
+    assert ResultsStore(tmp_path / "run").append(_record(2)) is False
+
+
+def test_append_requires_a_key(tmp_path):
+    with pytest.raises(ValueError, match="key"):
+        ResultsStore(tmp_path).append({"task": "gsm8k"})
+
+
+def test_torn_last_line_is_ignored_repaired_and_appending_continues(tmp_path):
+    store = ResultsStore(tmp_path)
+    for n in range(3):
+        store.append(_record(n))
+    intact = store.path.read_bytes()
+    torn = json.dumps(_record(3)).encode()[:17]  # a crash half-way through the fourth append
+    with open(store.path, "ab") as handle:
+        handle.write(torn)
+
+    # Reading alone (e.g. a report beside a live run) skips the tail but changes nothing.
+    assert len(store.records()) == 3
+    assert store.path.read_bytes() == intact + torn
+
+    resumed = ResultsStore(tmp_path)
+    assert resumed.done_keys() == {_record(n)["key"] for n in range(3)}
+    assert resumed.path.read_bytes() == intact  # repaired: the next line will not be glued to garbage
+
+    for n in (3, 4, 0):  # the lost one is redone, a new one added, a finished one skipped
+        resumed.append(_record(n))
+    assert [r["key"] for r in ResultsStore(tmp_path).records()] == [_record(n)["key"] for n in range(5)]
+    assert all(json.loads(line) for line in _lines(resumed.path))
+
+
+def test_torn_multibyte_character_counts_as_torn(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(_record(1))
+    with open(store.path, "ab") as handle:
+        handle.write('{"key": "x", "p": "ü'.encode()[:-1])  # cut inside the UTF-8 bytes of ü
+    assert ResultsStore(tmp_path).done_keys() == {_record(1)["key"]}
+
+
+def test_complete_last_record_without_newline_is_kept(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(_record(1))
+    with open(store.path, "ab") as handle:
+        handle.write(json.dumps(_record(2)).encode())  # whole record, newline never written
+    resumed = ResultsStore(tmp_path)
+    assert resumed.done_keys() == {_record(1)["key"], _record(2)["key"]}
+    resumed.append(_record(3))
+    assert [json.loads(line)["key"] for line in _lines(store.path)] == [_record(n)["key"] for n in (1, 2, 3)]
+
+
+def test_corrupt_middle_line_is_an_error_naming_file_and_line(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(_record(1))
+    with open(store.path, "a", encoding="utf-8") as handle:
+        handle.write("{not json\n")
+    with open(store.path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(_record(2)) + "\n")
+    with pytest.raises(CosBenchError, match=rf"{RECORDS_NAME} line 2 .*delete that line"):
+        ResultsStore(tmp_path).done_keys()
+    with pytest.raises(CosBenchError, match="line 2"):
+        ResultsStore(tmp_path).append(_record(3))
+    with pytest.raises(CosBenchError, match="line 2"):
+        load_records([tmp_path])
+
+
+def test_blank_lines_are_tolerated(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(_record(1))
+    with open(store.path, "a", encoding="utf-8") as handle:
+        handle.write("\n")
+    store.append(_record(2))
+    assert len(ResultsStore(tmp_path).records()) == 2
+
+
+# --- manifest ---------------------------------------------------------------------------------
+
+
+def test_manifest_round_trip_and_update(tmp_path):
+    folder = tmp_path / "run"
+    manifest = {"config": {"tasks": ["gsm8k"]}, "git_revision": None, "calibration": None}
+    write_manifest(folder, manifest)
+    assert read_manifest(folder) == manifest
+    calibration = {"step_seconds": {"small": 0.01, "large": 0.04}, "c": 0.25, "c_how": "timed", "proposer": "small"}
+    updated = update_manifest(folder, calibration=calibration)
+    assert updated["calibration"] == calibration
+    assert read_manifest(folder) == {**manifest, "calibration": calibration}
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]  # no temp files left behind
+
+
+def test_manifest_write_is_atomic(tmp_path, monkeypatch):
+    write_manifest(tmp_path, {"version": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_manifest(tmp_path, {"version": 2})
+    monkeypatch.undo()
+    assert read_manifest(tmp_path) == {"version": 1}  # the old manifest survives whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_read_manifest_errors_say_what_and_how(tmp_path):
+    with pytest.raises(CosBenchError, match="not a cos-bench results folder.*cos-bench run"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"config": ')
+    with pytest.raises(CosBenchError, match="corrupt.*re-run into a new folder"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(CosBenchError, match="not an object"):
+        read_manifest(tmp_path)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def test_load_records_flattens_and_labels_runs(tmp_path):
+    second = tmp_path / "second_run"
+    shutil.copytree(SMALL_RUN, second)
+    df = load_records([SMALL_RUN, second])
+    assert len(df) == 24
+    assert df.groupby("run").size().to_dict() == {"second_run": 12, "small_run": 12}
+    cos = df[(df["run"] == "small_run") & (df["task"] == "gsm8k") & (df["method"] == "cos") & (df["example_id"] == "e1")]
+    row = cos.iloc[0]
+    assert row["total_s"] == 0.8 and row["decode_s"] == pytest.approx(0.7)
+    assert (row["drafted"], row["accepted"], row["bonus_drafted"], row["bonus_accepted"]) == (80, 60, 20, 15)
+    assert row["drafted_by_position"] == [70, 30] and row["accepted_by_position"] == [55, 20]
+    assert (row["forward_calls.small"], row["forward_calls.large"]) == (60, 45)
+    assert row["gammas_label"] == "2,1" and row["c"] == 0.25 and row["correct"] is True
+
+
+def test_load_records_reads_sweep_fields(tmp_path):
+    store = ResultsStore(tmp_path)
+    base = json.loads((SMALL_RUN / RECORDS_NAME).read_text().splitlines()[4])
+    store.append({**base, "key": "a", "sweep": {"gamma": 3, "pair": [3, 1]}})
+    store.append({**base, "key": "b", "sweep_param": "gamma", "sweep_value": 4})
+    df = load_records([tmp_path])
+    assert df["sweep_gamma"].tolist() == [3, 4]
+    assert df["sweep_pair"].iloc[0] == "[3, 1]"
+
+
+def test_load_records_refuses_folders_without_records(tmp_path):
+    with pytest.raises(CosBenchError, match="not a cos-bench results folder"):
+        load_records([tmp_path / "typo"])
+    assert not (tmp_path / "typo").exists()  # reading never creates folders
+    (tmp_path / RECORDS_NAME).write_text("")
+    with pytest.raises(CosBenchError, match="no finished records"):
+        load_records([tmp_path])
+
+
+def test_load_records_names_a_record_missing_a_field(tmp_path):
+    ResultsStore(tmp_path).append({"key": "k", "task": "gsm8k"})
+    with pytest.raises(CosBenchError, match="'k'.*lacks field"):
+        load_records([tmp_path])
+
+
+def test_fixture_folder_is_a_results_folder():
+    assert read_manifest(SMALL_RUN)["calibration"]["c"] == 0.25
