@@ -1,0 +1,276 @@
+"""Aggregate per-decode records into one summary row per configuration.
+
+Input is `storage.load_records`'s flat frame. A configuration is a run, task,
+setting, temperature, method, proposer and γ values (plus sweep values for sweep
+cells); every comparison with `vanilla` is within the same run, task, setting
+and temperature. `COLUMN_DOCS` says how each column is computed; the report
+prints it, so the definitions live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from cos_bench import theory
+from cos_bench.paper import paper_speedup
+from cos_bench.storage import ordered_gammas, sum_position_counts
+
+METHOD_ORDER = ("vanilla", "sd", "cos", "hf-ensemble")
+GROUP_KEYS = ("run", "task", "setting", "temperature", "method", "proposer", "gammas_label")
+COMPARE_KEYS = ("run", "task", "setting", "temperature")  # where the vanilla reference is looked for
+FORWARD_CALLS_PREFIX = "forward_calls."  # per-model record columns written by storage.flatten_record
+SWEEP_PREFIX = "sweep_"
+
+COLUMN_DOCS: dict[str, str] = {
+    "n_examples": "measured: distinct prompts",
+    "n_records": "measured: decodes (prompts × repeats)",
+    "tokens": "measured: Σ generated tokens",
+    "seconds": "measured: Σ end-to-end decode seconds (prefill included)",
+    "tokens_per_s_pooled": "measured: Σ tokens / Σ seconds",
+    "tokens_per_s_mean": "measured: mean over decodes of tokens/seconds (the paper's figure)",
+    "tokens_per_s_std": "measured: standard deviation of the per-decode rates",
+    "tokens_per_s_repeat_std": "measured: standard deviation over repeats of each repeat's mean rate (n/a with one repeat)",
+    "decode_tokens_per_s_pooled": "measured: Σ (tokens − 1) / Σ decode-only seconds (first token excluded)",
+    "first_token_s_mean": "measured: mean seconds to the first token (prefill + one step)",
+    "speedup_pooled": "measured: tokens_per_s_pooled / the same of vanilla",
+    "speedup_mean": "measured: tokens_per_s_mean / the same of vanilla",
+    "speedup_repeat_std": "measured: standard deviation over repeats of the per-repeat speedup_mean",
+    "alpha_expected": "measured: α = Σ over verified drafts of Σ_x min(draft(x), combined(x)) / their number, all models pooled",
+    "alpha_empirical": "measured: accepted drafts / drafted tokens, verifier bonus drafts included, all models pooled",
+    "mean_accepted_length": (
+        "measured: accepted drafts (bonus included) per rejection-or-end event, "
+        "= Σ accepted / (Σ corrections + decodes); the mean length of an unbroken accepted streak"
+    ),
+    "acceptance_by_position": "measured: accepted / drafted at draft position 1, 2, … (position 1 opens a proposal run), all models pooled",
+    "c": "measured: median over decodes of c = proposer step time / verifier step time (calibration)",
+    "theoretical_speedup": (
+        "computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos; "
+        "n/a where the paper has no formula"
+    ),
+    "measured_over_theoretical": "computed: speedup_mean / theoretical_speedup",
+    "quality": "measured: share of scored decodes judged correct (pass@1 for code)",
+    "identical_to_vanilla": "measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat",
+    "paper_speedup": "from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting",
+}
+
+
+def forward_calls_column(model: str) -> str:
+    """The summary column holding Σ forward calls of `model` per generated token."""
+    return f"forward_calls_per_token_{model}"
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, task, setting, temperature, method, proposer, γ[, sweep values]), in report order."""
+    keys = list(GROUP_KEYS) + sweep_columns(df)
+    models = [c[len(FORWARD_CALLS_PREFIX):] for c in df.columns if c.startswith(FORWARD_CALLS_PREFIX)]
+    rows = []
+    for _, group in df.groupby(keys, sort=False, dropna=False):
+        reference = _vanilla_reference(df, group.iloc[0], keys)
+        row = {key: group.iloc[0][key] for key in keys}
+        row.update(_descriptive_columns(group))
+        row.update(_speed_columns(group))
+        row.update(_comparison_columns(group, reference))
+        row.update(_acceptance_columns(group))
+        row.update(_cost_columns(group, models))
+        row.update(_theory_columns(row, group))
+        row["quality"] = _quality(group["correct"]) if "correct" in group else math.nan
+        row["identical_to_vanilla"] = _identical_share(group, reference)
+        row["paper_speedup"] = _paper_column(row)
+        rows.append(row)
+    return sort_summary(pd.DataFrame(rows))
+
+
+def sweep_columns(frame: pd.DataFrame) -> list[str]:
+    return sorted(c for c in frame.columns if c.startswith(SWEEP_PREFIX))
+
+
+def sort_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """Report order: task, setting, temperature, method (vanilla, sd, cos, hf-ensemble, then others), then the rest.
+
+    Runs keep the order they first appear in (the order the folders were given).
+    """
+    order = ["task", "setting", "temperature", "method", "run", "proposer", "gammas_label"] + sweep_columns(summary)
+    method_rank = {method: i for i, method in enumerate(METHOD_ORDER)}
+    run_rank = {run: i for i, run in enumerate(pd.unique(summary["run"]))}
+
+    def sort_key(column: pd.Series) -> pd.Series:
+        if column.name == "method":
+            return column.map(lambda m: f"{method_rank.get(m, len(method_rank)):02d}{m}")
+        if column.name == "run":
+            return column.map(run_rank)
+        return column
+
+    return summary.sort_values(order, key=sort_key, na_position="last", kind="stable").reset_index(drop=True)
+
+
+# --- column groups ------------------------------------------------------------------
+
+
+def _descriptive_columns(group: pd.DataFrame) -> dict:
+    first = group.iloc[0]
+    settings = group["paper_setting"].dropna()
+    return {
+        "rule": first["rule"],
+        "n_models": int(first["n_models"]),
+        "gammas": first["gammas"],
+        "paper_setting": settings.iloc[0] if len(settings) else None,
+    }
+
+
+def _speed_columns(group: pd.DataFrame) -> dict:
+    rates = _rates(group)
+    tokens = int(group["new_tokens"].sum())
+    seconds = float(group["total_s"].sum())
+    decode_s = float(group["decode_s"].sum())
+    per_repeat = rates.groupby(group["repeat"]).mean()
+    return {
+        "n_examples": int(group["example_id"].nunique()),
+        "n_records": len(group),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s_pooled": _ratio(tokens, seconds),
+        "tokens_per_s_mean": float(rates.mean()),
+        "tokens_per_s_std": _std(rates),
+        "tokens_per_s_repeat_std": _std(per_repeat),
+        "decode_tokens_per_s_pooled": _ratio(float((group["new_tokens"] - 1).clip(lower=0).sum()), decode_s),
+        "first_token_s_mean": float(group["first_token_s"].mean()),
+    }
+
+
+def _comparison_columns(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    if reference.empty:
+        return {"speedup_pooled": math.nan, "speedup_mean": math.nan, "speedup_repeat_std": math.nan}
+    pooled = _ratio(group["new_tokens"].sum(), group["total_s"].sum())
+    vanilla_pooled = _ratio(reference["new_tokens"].sum(), reference["total_s"].sum())
+    per_repeat = _rates(group).groupby(group["repeat"]).mean()
+    vanilla_per_repeat = _rates(reference).groupby(reference["repeat"]).mean()
+    repeat_speedups = (per_repeat / vanilla_per_repeat).dropna()  # repeats missing on either side drop out
+    return {
+        "speedup_pooled": _ratio(pooled, vanilla_pooled),
+        "speedup_mean": _ratio(_rates(group).mean(), _rates(reference).mean()),
+        "speedup_repeat_std": _std(repeat_speedups),
+    }
+
+
+def _acceptance_columns(group: pd.DataFrame) -> dict:
+    drafted = group["drafted"].sum() + group["bonus_drafted"].sum()
+    accepted = group["accepted"].sum() + group["bonus_accepted"].sum()
+    streak_ends = group["corrections"].sum() + len(group)  # every rejection, plus the end of each decode
+    drafted_at = sum_position_counts(group["drafted_by_position"])
+    accepted_at = sum_position_counts(group["accepted_by_position"])
+    accepted_at += [0] * (len(drafted_at) - len(accepted_at))
+    return {
+        "alpha_expected": _ratio(group["alpha_sum"].sum(), group["verified"].sum()),
+        "alpha_empirical": _ratio(accepted, drafted),
+        "mean_accepted_length": _ratio(accepted, streak_ends) if drafted else math.nan,
+        "acceptance_by_position": [_ratio(a, d) for a, d in zip(accepted_at, drafted_at)],
+    }
+
+
+def _cost_columns(group: pd.DataFrame, models: Iterable[str]) -> dict:
+    tokens = group["new_tokens"].sum()
+    columns = {}
+    for model in models:
+        calls = group[FORWARD_CALLS_PREFIX + model]
+        # A model absent from this configuration's decodes has NaN calls: report n/a, not 0.
+        columns[forward_calls_column(model)] = _ratio(calls.sum(), tokens) if calls.notna().any() else math.nan
+    c_values = group["c"].dropna()
+    columns["c"] = float(c_values.median()) if len(c_values) else math.nan
+    return columns
+
+
+def _theory_columns(row: dict, group: pd.DataFrame) -> dict:
+    predicted = _theoretical(row, group.iloc[0])
+    return {
+        "theoretical_speedup": predicted,
+        "measured_over_theoretical": _ratio(row["speedup_mean"], predicted),
+    }
+
+
+def _theoretical(row: dict, first: pd.Series) -> float:
+    if row["method"] not in theory.KNOWN_METHODS:
+        return math.nan  # a method newer than the theory module: nothing to compare against
+    alpha = _none_if_nan(row["alpha_expected"])
+    if alpha is not None:
+        alpha = min(alpha, 1.0)  # Σ min(draft, combined) summed in low precision can exceed 1 by rounding
+    gammas = ordered_gammas(first["gammas"], first["proposer"])
+    if row["method"] == "sd":
+        # Only the drafter's γ enters Thm 3.1; a record may list just that one.
+        gammas += [1] * (int(row["n_models"]) - len(gammas))
+    value = theory.theoretical_speedup(row["method"], int(row["n_models"]), alpha, _none_if_nan(row["c"]), gammas)
+    return math.nan if value is None else float(value)
+
+
+def _paper_column(row: dict) -> float:
+    if row["method"] != "cos" or not row["paper_setting"]:
+        return math.nan
+    value = paper_speedup(row["paper_setting"], row["temperature"], row["task"])
+    return math.nan if value is None else value
+
+
+# --- comparisons with vanilla ------------------------------------------------------------
+
+
+def _vanilla_reference(df: pd.DataFrame, first: pd.Series, keys: list[str]) -> pd.DataFrame:
+    """The vanilla records this configuration is compared with.
+
+    Same run, task, setting and temperature; for sweep values, vanilla must match or
+    not be swept at all (vanilla does not depend on, e.g., γ). Proposer and γ are
+    ignored: they do not change what vanilla computes.
+    """
+    mask = df["method"] == "vanilla"
+    for key in COMPARE_KEYS:
+        mask &= df[key] == first[key]
+    for key in keys:
+        if key.startswith(SWEEP_PREFIX):
+            mask &= df[key].isna() | (df[key] == first[key])
+    return df[mask]
+
+
+def _identical_share(group: pd.DataFrame, reference: pd.DataFrame) -> float:
+    """Share of decodes token-identical to vanilla's; greedy (T=0) only, n/a for vanilla itself."""
+    if group.iloc[0]["temperature"] != 0 or group.iloc[0]["method"] == "vanilla" or reference.empty:
+        return math.nan
+    by_repeat = {(r.example_id, r.repeat): list(r.token_ids) for r in reference.itertuples()}
+    by_example: dict[str, list[int]] = {}
+    for r in reference.sort_values("repeat").itertuples():
+        by_example.setdefault(r.example_id, list(r.token_ids))  # greedy: any repeat is the same prompt's answer
+    matches = []
+    for r in group.itertuples():
+        expected = by_repeat.get((r.example_id, r.repeat), by_example.get(r.example_id))
+        if expected is not None:
+            matches.append(list(r.token_ids) == expected)
+    return float(np.mean(matches)) if matches else math.nan
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def _rates(group: pd.DataFrame) -> pd.Series:
+    return group["new_tokens"] / group["total_s"]
+
+
+def _quality(correct: pd.Series) -> float:
+    scored = [bool(v) for v in correct if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(scored)) if scored else math.nan
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if denominator is None or numerator is None:
+        return math.nan
+    numerator, denominator = float(numerator), float(denominator)
+    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
+        return math.nan
+    return numerator / denominator
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
