@@ -1,0 +1,136 @@
+"""Report output: the exact Markdown table, files written, console table, plots."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from cos_bench.errors import CosBenchError
+from cos_bench.metrics import summarize
+from cos_bench.report import fmt, plot_sweep, render_console_table, summary_markdown, write_report
+from cos_bench.storage import RECORDS_NAME, flatten_record, load_records
+
+SMALL_RUN = Path(__file__).parent / "data" / "small_run"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Every number below follows from tests/data/make_small_run.py (see test_metrics.py for the arithmetic).
+EXPECTED_MARKDOWN = """\
+# cos-bench summary
+
+Speedups compare with `vanilla` of the same run, task, setting and temperature. Columns marked *measured* come straight from timed decodes; *computed* ones are derived from measured values by the paper's formulas. n/a = not applicable or not measured.
+
+- **T**: sampling temperature (0 = greedy)
+- **γ**: draft lengths, default proposer's first
+- **n**: prompts × decodes per prompt
+- **tok/s pooled**: measured: Σ tokens / Σ seconds
+- **tok/s mean ± sd**: measured: mean over decodes of tokens/seconds (the paper's figure); ± its standard deviation
+- **speedup mean**: measured: tokens_per_s_mean / the same of vanilla
+- **speedup pooled**: measured: tokens_per_s_pooled / the same of vanilla
+- **α expected**: measured: α = Σ over verified drafts of Σ_x min(draft(x), combined(x)) / their number, all models pooled
+- **α empirical**: measured: accepted drafts / drafted tokens, verifier bonus drafts included, all models pooled
+- **mean acc. len**: measured: accepted drafts (bonus included) per rejection-or-end event, = Σ accepted / (Σ corrections + decodes); the mean length of an unbroken accepted streak
+- **c**: measured: median over decodes of c = proposer step time / verifier step time (calibration)
+- **theory**: computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos; n/a where the paper has no formula
+- **measured/theory**: computed: speedup_mean / theoretical_speedup
+- **quality**: measured: share of scored decodes judged correct (pass@1 for code)
+- **identical**: measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat
+- **paper**: from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting
+
+| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | α expected | α empirical | mean acc. len | c | theory | measured/theory | quality | identical | paper |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.500 | n/a | n/a |
+| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.24 | 0.500 | 1.00 | n/a |
+| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 0.800 | 0.793 | 2.77 | 0.250 | 1.73 | 1.34 | 1.000 | 1.00 | 1.46 |
+| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 1.000 | n/a | n/a |
+| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.28 | 1.000 | 1.00 | n/a |
+| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 0.700 | 0.793 | 2.77 | 0.250 | 1.60 | 1.59 | 1.000 | 0.50 | 1.56 |
+"""
+
+
+@pytest.fixture(scope="module")
+def summary() -> pd.DataFrame:
+    return summarize(load_records([SMALL_RUN]))
+
+
+def test_markdown_table_is_exactly_as_expected(summary):
+    assert summary_markdown(summary) == EXPECTED_MARKDOWN
+
+
+def test_write_report_writes_every_file(tmp_path):
+    paths = write_report([SMALL_RUN], tmp_path / "report")
+    assert paths.summary_md.read_text(encoding="utf-8") == EXPECTED_MARKDOWN
+    for png in (paths.speedup_png, paths.acceptance_png):
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    csv = pd.read_csv(paths.summary_csv)
+    assert list(csv["method"]) == ["vanilla", "sd", "cos", "vanilla", "sd", "cos"]
+    assert csv["speedup_mean"].tolist() == pytest.approx([1.0, 1.75, 2.3125, 1.0, 50 / 27.5, 70 / 27.5])
+    assert csv["alpha_expected"].isna().tolist() == [True, False, False, True, False, False]  # "n/a" reads back as NaN
+    assert json.loads(csv["acceptance_by_position"][1]) == pytest.approx([0.8125, 0.75])
+
+
+def test_report_over_two_runs_names_the_run(tmp_path):
+    other = tmp_path / "other_run"
+    shutil.copytree(SMALL_RUN, other)
+    paths = write_report([SMALL_RUN, other], tmp_path / "report")
+    lines = paths.summary_md.read_text(encoding="utf-8").splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0].startswith("| run | task |")
+    assert len(table) == 2 + 12  # header, separator, 2 runs × 6 rows
+    # Runs side by side per method, in the order the folders were given.
+    assert table[2].startswith("| small_run | gsm8k | we-0.5 | 0.0 | vanilla |")
+    assert table[3].startswith("| other_run | gsm8k | we-0.5 | 0.0 | vanilla |")
+
+
+def test_console_table_shows_key_columns_and_na(summary):
+    table = render_console_table(summary)
+    headers = [column.header for column in table.columns]
+    assert headers[:4] == ["task", "setting", "T", "method"]
+    assert {"speedup mean", "α expected", "theory", "paper"} <= set(headers)
+    assert table.row_count == 6
+    console = Console(record=True, width=250)
+    console.print(table)
+    text = console.export_text()
+    assert "n/a" in text and "2.31" in text
+
+
+def test_fmt():
+    assert fmt(None) == "n/a"
+    assert fmt(math.nan) == "n/a"
+    assert fmt(1.23456) == "1.23"
+    assert fmt(1.23456, 3) == "1.235"
+    assert fmt(7) == "7"
+    assert fmt("cos") == "cos"
+
+
+def _sweep_summary() -> pd.DataFrame:
+    records = [json.loads(line) for line in (SMALL_RUN / RECORDS_NAME).read_text().splitlines()]
+    rows = [r for r in records if r["method"] == "vanilla"]
+    for proposer in ("small", "large"):
+        for gamma in (1, 2, 4):
+            for r in copy.deepcopy([r for r in records if r["method"] == "cos"]):
+                r["proposer"] = proposer
+                r["sweep"] = {"gamma": gamma}
+                r["timing"]["total_s"] /= gamma
+                rows.append(r)
+    return summarize(pd.DataFrame([flatten_record(r, run="sweep") for r in rows]))
+
+
+def test_plot_sweep_draws_one_line_per_proposer(tmp_path):
+    summary = _sweep_summary()
+    assert len(summary[summary["method"] == "cos"]) == 2 * 2 * 3  # tasks × proposers × γ
+    out = tmp_path / "sweep.png"
+    plot_sweep(summary, "gamma", out)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    assert "gamma" in summary_markdown(summary)
+
+
+def test_plot_sweep_of_an_unswept_parameter_says_which_exist(tmp_path):
+    with pytest.raises(CosBenchError, match="no sweep over 'lambda'.*sweeps found: gamma"):
+        plot_sweep(_sweep_summary(), "lambda", tmp_path / "x.png")
