@@ -131,6 +131,12 @@ def test_plot_sweep_draws_one_line_per_proposer(tmp_path):
     assert "gamma" in summary_markdown(summary)
 
 
+def test_plot_sweep_accepts_dotted_parameter_names(tmp_path):
+    summary = _sweep_summary().rename(columns={"sweep_gamma": "sweep_gamma.small"})
+    plot_sweep(summary, "gamma.small", tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+
+
 def test_plot_sweep_of_an_unswept_parameter_says_which_exist(tmp_path):
     with pytest.raises(CosBenchError, match="no sweep over 'lambda'.*sweeps found: gamma"):
         plot_sweep(_sweep_summary(), "lambda", tmp_path / "x.png")
