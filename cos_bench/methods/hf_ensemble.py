@@ -1,0 +1,279 @@
+"""`hf-ensemble`: transformers' own assisted generation with static ensemble verification (the peer baseline).
+
+`target.generate(assistant_model=drafter, assistant_ensemble_weight=w)` (transformers 5.x)
+verifies the drafter's tokens against ν = w·target_probs + (1−w)·draft_probs, with
+w = 1 − λ where λ is the drafter's weight. What it does, read from
+`generation/utils.py` (`_speculative_sampling` and the greedy branch):
+
+- a drafted token x is kept with probability min(1, ν(x)/q(x)) (greedy: iff x = argmax ν);
+- at the first rejection the replacement is drawn from norm(max(0, target − draft)),
+  which equals norm(max(0, ν − draft));
+- when every draft passes, the extra token comes from the *target alone*, not from ν.
+
+So its tokens are not distributed as the weighted ensemble: the all-accepted
+token is a target sample (the gap CoS's alternate proposals close). It is a peer
+to compare speed and quality against, not an exact baseline.
+
+This module only wraps `generate`: it fixes the knobs that would otherwise leak in
+from the models' own generation configs (top-k 50, repetition penalties, adaptive
+draft lengths), and measures what the models did through forward hooks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from cos_bench.core.records import DecodeResult, ModelAccounting
+from cos_bench.errors import CosBenchError
+
+
+def hf_ensemble_decode(
+    target: torch.nn.Module,
+    assistant: torch.nn.Module,
+    prompt_ids: torch.LongTensor,  # [P]
+    drafter_weight: float,
+    temperature: float,
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int],
+    gamma: int,
+    seed: int | None,
+    *,
+    target_name: str = "target",
+    drafter_name: str = "drafter",
+) -> DecodeResult:
+    """Decode one prompt with `generate(assistant_model=..., assistant_ensemble_weight=1 - drafter_weight)`.
+
+    `drafter_weight` = 0 runs plain (lossless) speculative decoding of the target.
+    Greedy when `temperature` is 0, else sampling from the full distribution at that
+    temperature, seeded with `torch.manual_seed(seed)`. Stops on eos or
+    `max_new_tokens` only; stop strings are the caller's.
+    """
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_new_tokens, gamma)
+    device = target.get_input_embeddings().weight.device
+    input_ids = prompt_ids.to(device)[None]  # [1, P]
+    eos = [int(i) for i in eos_token_ids]
+    sampling = temperature > 0
+    # Sampling from the full tempered distribution: top_k 0, not None (None is filled with the default 50).
+    full_distribution = {"temperature": temperature, "top_k": 0, "top_p": 1.0, "typical_p": 1.0} if sampling else {}
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        do_sample=sampling,
+        **full_distribution,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=eos or None,
+        pad_token_id=eos[0] if eos else 0,  # batch of one: never used for padding
+        assistant_ensemble_weight=(1.0 - drafter_weight) if drafter_weight > 0 else None,
+    )
+    # Fields left None in `config` are filled from each model's own generation_config
+    # (a Hub model's may carry top_k=20, repetition_penalty=1.1, ...), so both are
+    # swapped for neutral ones for the duration of the call. The drafter's also fixes γ:
+    # a constant schedule and no confidence cut-off (0.4 by default) that would end drafts early.
+    drafter_config = GenerationConfig(
+        num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0
+    )
+    saved = (target.generation_config, assistant.generation_config)
+    target_meter, drafter_meter = _ForwardMeter(target), _ForwardMeter(assistant)
+    steps = _StepWatcher(input_ids.shape[1], target_meter)
+    try:
+        target.generation_config = GenerationConfig()
+        assistant.generation_config = drafter_config
+        target_meter.attach()
+        drafter_meter.attach()
+        if seed is not None:
+            torch.manual_seed(seed)
+        _sync(device)
+        started = time.perf_counter()
+        steps.started = started
+        with torch.no_grad():
+            output = target.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+                assistant_model=assistant,
+                stopping_criteria=StoppingCriteriaList([steps]),
+            )
+        _sync(device)
+        finished = time.perf_counter()
+    finally:
+        target_meter.detach()
+        drafter_meter.detach()
+        target.generation_config, assistant.generation_config = saved
+
+    generated = tuple(int(t) for t in output[0, input_ids.shape[1] :].tolist())
+    if generated != tuple(steps.committed):
+        raise RuntimeError("hf-ensemble accounting lost track of generate()'s steps; the counts would be wrong")
+    stop_reason = "eos" if generated and generated[-1] in eos else "max_new_tokens"
+    drafter_accounting = ModelAccounting(
+        name=drafter_name,
+        forward_calls=drafter_meter.calls,
+        tokens_fed=drafter_meter.tokens,
+        forward_seconds=drafter_meter.seconds,
+        drafted=sum(s.drafted for s in steps.steps),
+        accepted=sum(s.accepted for s in steps.steps),
+        bonus_drafted=0,
+        bonus_accepted=0,
+        # verified / alpha_sum stay 0, so expected_acceptance is None: α needs the target and
+        # draft distributions at every verified position, which generate() keeps to itself.
+        verified=0,
+        alpha_sum=0.0,
+        drafted_by_position=_by_position([s.drafted for s in steps.steps]),
+        accepted_by_position=_by_position([s.accepted for s in steps.steps]),
+    )
+    target_accounting = ModelAccounting(
+        name=target_name,
+        forward_calls=target_meter.calls,
+        tokens_fed=target_meter.tokens,
+        forward_seconds=target_meter.seconds,
+        drafted=0, accepted=0, bonus_drafted=0, bonus_accepted=0, verified=0, alpha_sum=0.0,
+        drafted_by_position=(), accepted_by_position=(),
+    )  # fmt: skip
+    return DecodeResult(
+        method="hf-ensemble",
+        token_ids=generated,
+        stop_reason=stop_reason,
+        models=(drafter_accounting, target_accounting),
+        corrections=sum(s.corrected for s in steps.steps),
+        # The target's own token after a fully accepted draft (drawn from the target alone, not ν).
+        direct_samples=sum(s.target_token for s in steps.steps),
+        first_token_seconds=(steps.first_token_at or finished) - started,
+        total_seconds=finished - started,
+    )
+
+
+def _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_new_tokens, gamma) -> None:
+    if not 0.0 <= drafter_weight < 1.0:
+        raise CosBenchError(
+            f"hf-ensemble drafter weight must be in [0, 1), got {drafter_weight}; "
+            "0 is plain speculative decoding, 1 would ignore the target"
+        )
+    if temperature < 0:
+        raise CosBenchError(f"temperature must be >= 0, got {temperature}; use 0 for greedy")
+    if gamma < 1:
+        raise CosBenchError(f"hf-ensemble needs gamma >= 1 draft tokens per step, got {gamma}")
+    if max_new_tokens < 1:
+        raise CosBenchError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if prompt_ids.dim() != 1 or prompt_ids.numel() == 0:
+        raise ValueError(f"prompt_ids must be a non-empty 1-D tensor of token ids, got shape {tuple(prompt_ids.shape)}")
+    target_rows = target.get_output_embeddings().weight.shape[0]
+    drafter_rows = assistant.get_output_embeddings().weight.shape[0]
+    if target_rows != drafter_rows:
+        raise CosBenchError(
+            f"hf-ensemble needs equally wide logits, but the target scores {target_rows} tokens and the drafter "
+            f"{drafter_rows} (padded embeddings); transformers mixes them position by position — pick another method"
+        )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _by_position(lengths: list[int]) -> tuple[int, ...]:
+    """counts[i] = how many steps reached draft position i + 1."""
+    longest = max(lengths, default=0)
+    return tuple(sum(1 for n in lengths if n > i) for i in range(longest))
+
+
+class _ForwardMeter:
+    """Counts one model's forward calls, tokens fed and forward time through hooks."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.device = model.get_input_embeddings().weight.device
+        self.calls = 0
+        self.tokens = 0
+        self.seconds = 0.0
+        self.last_input: torch.Tensor | None = None  # [1, fed]
+        self.last_cache_len: int | None = None
+        self._handles: list = []
+        self._t0 = 0.0
+
+    def attach(self) -> None:
+        self._handles = [
+            self.model.register_forward_pre_hook(self._before, with_kwargs=True),
+            self.model.register_forward_hook(self._after),
+        ]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _before(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self.last_input = ids
+        self.last_cache_len = cache.get_seq_length() if cache is not None else None
+        self.calls += 1
+        self.tokens += ids.shape[-1] if ids is not None else kwargs["inputs_embeds"].shape[-2]
+        _sync(self.device)
+        self._t0 = time.perf_counter()
+
+    def _after(self, module, args, output):
+        _sync(self.device)
+        self.seconds += time.perf_counter() - self._t0
+
+
+@dataclass
+class _Step:
+    drafted: int  # candidates the target verified this step
+    accepted: int  # of those, committed
+    corrected: int  # 1 when a rejection was replaced by a residual sample
+    target_token: int  # 1 when every draft passed and the target added its own token
+
+
+@dataclass
+class _StepWatcher:
+    """A stopping criterion that never stops: called once per generate() step with the
+    whole sequence, it pairs the newly committed tokens with the candidates the target
+    was just shown (the tail of its last input beyond the committed length).
+
+    "Accepted" = the committed tokens that agree with the candidates, as a prefix. A
+    replacement token always differs from the draft it replaces (greedy: it is the
+    argmax that the draft was not; sampling: the residual is zero at a rejected token),
+    except in transformers' fallback to the target distribution when the residual
+    underflows, where this count could be one too high.
+    """
+
+    prompt_len: int
+    target: _ForwardMeter
+    committed: list[int] = field(default_factory=list)
+    steps: list[_Step] = field(default_factory=list)
+    started: float = 0.0
+    first_token_at: float | None = None
+    _seen_calls: int = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        committed_len = self.prompt_len + len(self.committed)
+        new = input_ids[0, committed_len:].tolist()
+        candidates = self._candidates(committed_len)
+        accepted = 0
+        while accepted < min(len(new), len(candidates)) and new[accepted] == candidates[accepted]:
+            accepted += 1
+        extra = len(new) - accepted  # 0 or 1
+        rejected = accepted < len(candidates)
+        self.steps.append(_Step(len(candidates), accepted, int(extra and rejected), int(extra and not rejected)))
+        self.committed.extend(new)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def _candidates(self, committed_len: int) -> list[int]:
+        """The drafts in the target's last forward: its input beyond the committed sequence."""
+        if self.target.calls != self._seen_calls + 1 or self.target.last_input is None:
+            raise RuntimeError("expected exactly one target forward per generate() step")
+        self._seen_calls = self.target.calls
+        fed = self.target.last_input[0]
+        cache_len = self.target.last_cache_len
+        if cache_len is None:  # no cache object passed: the first call feeds the whole prompt
+            cache_len = 0 if self.target.calls == 1 else committed_len - 1
+        n_candidates = cache_len + fed.shape[0] - committed_len
+        return fed[fed.shape[0] - n_candidates :].tolist() if n_candidates > 0 else []
