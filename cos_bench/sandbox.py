@@ -1,0 +1,731 @@
+"""Run model-written programs in a sandbox: a security boundary, not a convenience.
+
+Every program is untrusted. Each one runs in its own subprocess through a small
+launcher (this very file, run as a script) that:
+
+- starts in its own process group, in a fresh working directory, with a scrubbed
+  environment and resource limits (CPU seconds, address space, file size,
+  open files, process count; no core files);
+- as root, runs the program as a fresh unprivileged uid/gid from a range that
+  nothing else uses, with no supplementary groups, so that RLIMIT_NPROC binds, it
+  cannot signal or read our processes, and afterwards every process of that uid
+  can be killed without hitting anyone else's;
+- where the kernel allows (root, or an unprivileged user namespace), gives it new
+  network, PID, IPC and mount namespaces: no network at all (not even loopback),
+  no view of other processes (and when its first process exits, the kernel kills
+  every process it left behind), the whole filesystem read-only except private,
+  size-capped tmpfs mounts on /tmp, /var/tmp and /dev/shm, which hold the working
+  directory and vanish with the namespace;
+- kills the program's whole process group at the wall-clock timeout.
+
+Which of these layers this machine allows is probed once (`sandbox_isolation`)
+and reported: `Verdict.isolated_network` says whether a result ran without a
+network. As root without a working uid drop it refuses to run anything.
+Running programs is refused unless the user opts in (`allow=True`, which the CLI
+sets from --allow-code-eval, or COS_BENCH_ALLOW_CODE_EVAL=1).
+
+Linux only. The launcher half (`_launcher_main` and below) runs as
+`python -I -S sandbox.py SPEC`, so this module imports nothing but the standard
+library at the top.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import resource
+import select
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+
+CODE_EVAL_ENV = "COS_BENCH_ALLOW_CODE_EVAL"
+
+# Fresh uids come from this range: above systemd's container range (0x00080000-0x6FFFFFFF)
+# and below its "foreign" range (0x7FFE0000), where no distribution allocates users.
+_UID_RANGE = (0x70000000, 0x7F000000)
+_SANDBOX_DIR = "/tmp/sandbox"  # the program's cwd inside the namespaces (on the private /tmp)
+_PROGRAM_FILE = "program.py"
+_LAUNCHER_GRACE_S = 10.0  # the launcher enforces the timeout; this backstop catches a stuck launcher
+_STDERR_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one program ended. status: "passed" | "failed" | "timed out" | "crashed"."""
+
+    status: str
+    reason: str
+    isolated_network: bool
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits; cpu_s=None means the wall-clock timeout, rounded up, plus one."""
+
+    cpu_s: int | None = None
+    memory_bytes: int = 1 << 30  # address space: a memory hog gets MemoryError, not the OOM killer
+    file_bytes: int = 16 << 20  # largest file it may write (SIGXFSZ beyond)
+    processes: int = 64  # RLIMIT_NPROC for its uid: bounds a fork bomb
+    open_files: int = 256
+    tmpfs_bytes: int = 64 << 20  # size of the private /tmp (and its working directory)
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What this machine allows: see the module docstring. note says what is missing and why."""
+
+    drop_privileges: bool  # runs as a fresh unprivileged uid (only possible as root)
+    namespaces: bool  # own network (none), PID, IPC and mount namespaces; read-only filesystem
+    note: str
+
+    @property
+    def mode(self) -> str:
+        if self.namespaces:
+            return "root-ns" if self.drop_privileges else "user-ns"
+        return "plain"
+
+
+def _error(message: str) -> Exception:
+    # Imported here, not at the top: the launcher runs this file with no package on sys.path.
+    from cos_bench.errors import CosBenchError
+
+    return CosBenchError(message)
+
+
+def code_eval_allowed(allow: bool = False) -> bool:
+    """True when the user opted in to running generated code, by flag or environment."""
+    return allow or os.environ.get(CODE_EVAL_ENV) == "1"
+
+
+def require_code_eval_opt_in(allow: bool = False) -> None:
+    if not code_eval_allowed(allow):
+        raise _error(
+            "running model-written code is disabled: pass --allow-code-eval or set "
+            f"{CODE_EVAL_ENV}=1 to run it in the sandbox on this machine"
+        )
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c passed (Chen et al. 2021): 1 - C(n-c, k)/C(n, k)."""
+    if n < 1 or not 0 <= c <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and n >= 1, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise _error(f"pass@{k} needs at least {k} samples per problem, got {n}: sample more or lower k")
+    if n - c < k:
+        return 1.0
+    # The product form avoids huge binomials: C(n-c, k)/C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i).
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def run_programs(
+    programs: list[str] | tuple[str, ...],
+    timeout_s: float = 10.0,
+    workers: int | None = None,
+    allow: bool = False,
+    limits: Limits | None = None,
+) -> list[Verdict]:
+    """Run each program (Python source) in its own sandbox, in parallel; one Verdict each, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    require_code_eval_opt_in(allow)
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    isolation = sandbox_isolation()
+    limits = limits or Limits()
+    workers = workers or len(os.sched_getaffinity(0))
+    # Threads only wait on subprocesses, so they parallelise across cores despite the GIL.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cos-bench-sandbox") as pool:
+        return list(pool.map(lambda program: _run_one(program, timeout_s, limits, isolation), programs))
+
+
+_isolation_cache: list[Isolation] = []
+_isolation_lock = threading.Lock()
+
+
+def sandbox_isolation() -> Isolation:
+    """Probe once per process which isolation layers work here (runs two or three tiny programs)."""
+    with _isolation_lock:
+        if not _isolation_cache:
+            _isolation_cache.append(_probe_isolation())
+        return _isolation_cache[0]
+
+
+def _probe_isolation() -> Isolation:
+    if not sys.platform.startswith("linux"):
+        raise _error("the code sandbox needs Linux: run the code-execution tasks on a Linux machine")
+    root = os.geteuid() == 0
+    if root:
+        candidates = [
+            Isolation(True, True, ""),
+            Isolation(True, False, "no namespaces, so programs may use the network and write to /tmp"),
+        ]
+    else:
+        candidates = [
+            Isolation(False, True, "not root, so programs run as your user (inside namespaces)"),
+            Isolation(False, False, "no namespaces, so programs run as your user with the network and "
+                      "may write wherever you can: only resource limits apply"),
+        ]
+    problems = []
+    for candidate in candidates:
+        verdict = _run_one("", 30.0, Limits(), candidate)
+        if verdict.status == "passed":
+            note = "; ".join([*problems, candidate.note] if candidate.note else problems)
+            return Isolation(candidate.drop_privileges, candidate.namespaces, note)
+        problems.append(f"{candidate.mode} sandbox unavailable ({verdict.reason})")
+    if root:
+        raise _error(
+            "cannot run generated code safely as root: " + "; ".join(problems)
+            + ": run cos-bench as an unprivileged user, or where namespaces and setuid work"
+        )
+    raise _error("cannot start sandboxed programs: " + "; ".join(problems) + ": check that Python runs here")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side: one program.
+
+
+def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolation) -> Verdict:
+    import tempfile
+    import time
+
+    start = time.monotonic()
+    uid = _claim_uid() if isolation.drop_privileges else None
+    host_dir = tempfile.mkdtemp(prefix="cos-bench-sandbox-")
+    try:
+        program_path = os.path.join(host_dir, _PROGRAM_FILE)
+        with open(program_path, "w", encoding="utf-8") as f:
+            f.write(program)
+        if uid is not None and not isolation.namespaces:
+            os.chown(host_dir, uid, uid)  # it runs in place, as that uid
+            os.chown(program_path, uid, uid)
+        report, stderr_tail = _launch(host_dir, _launch_spec(timeout_s, limits, isolation, uid), timeout_s)
+    finally:
+        leftovers = _kill_uid(uid) if uid is not None else 0
+        _release_uid(uid)
+        _remove_tree(host_dir)
+    status, reason = _verdict(report, stderr_tail, timeout_s, limits)
+    if leftovers:
+        reason += f"; killed {leftovers} leftover process(es)"
+    return Verdict(status, reason, isolation.namespaces, time.monotonic() - start)
+
+
+def _launch_spec(timeout_s: float, limits: Limits, isolation: Isolation, uid: int | None) -> dict:
+    workdir = _SANDBOX_DIR if isolation.namespaces else None
+    return {
+        "mode": isolation.mode,
+        "uid": uid,
+        "timeout_s": timeout_s,
+        "python": _program_interpreter(isolation),
+        # Running in place as another uid, the host directory's ancestors may be closed to it
+        # (a private TMPDIR): the magic link reaches the file through the open cwd instead.
+        "script": "/proc/self/cwd/" + _PROGRAM_FILE if uid is not None and not workdir else _PROGRAM_FILE,
+        "expose": _interpreter_paths(),
+        "env": {  # scrubbed: nothing of ours (tokens, keys) reaches the program
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": workdir or ".",
+            "TMPDIR": "/tmp" if workdir else ".",
+            "LANG": "C.UTF-8",
+        },
+        "limits": {
+            "cpu_s": limits.cpu_s or math.ceil(timeout_s) + 1,
+            "memory_bytes": limits.memory_bytes,
+            "file_bytes": limits.file_bytes,
+            "processes": limits.processes,
+            "open_files": limits.open_files,
+            "tmpfs_bytes": limits.tmpfs_bytes,
+        },
+    }
+
+
+def _program_interpreter(isolation: Isolation) -> str:
+    """Our interpreter, unless the unprivileged uid cannot reach it and no namespace can expose it."""
+    import shutil
+
+    if not isolation.drop_privileges or isolation.namespaces:
+        return sys.executable
+    if not _blocked_ancestor(os.path.realpath(sys.executable)):
+        return sys.executable
+    # E.g. a pyenv Python under /root: take the system's python3 (the programs need only the stdlib).
+    system_python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    return system_python or sys.executable
+
+
+def _interpreter_paths() -> list[str]:
+    """Directories the interpreter needs; the launcher re-exposes any hidden behind a private one (/root)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable))}
+    return sorted(os.path.realpath(p) for p in paths)
+
+
+def _launch(host_dir: str, spec: dict, timeout_s: float) -> tuple[dict, str]:
+    """Start the launcher, wait for it, and return its report and the tail of stderr."""
+    import subprocess
+    import tempfile
+
+    read_fd, write_fd = os.pipe()
+    spec["report_fd"] = write_fd
+    try:
+        with tempfile.TemporaryFile() as stderr_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), json.dumps(spec)],
+                cwd=host_dir,
+                env={"PATH": "/usr/bin:/bin"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # unbounded output must not fill our memory
+                stderr=stderr_file,  # a file, bounded by the program's RLIMIT_FSIZE
+                pass_fds=(write_fd,),
+                process_group=0,
+            )
+            os.close(write_fd)
+            write_fd = -1
+            try:
+                proc.wait(timeout=timeout_s + _LAUNCHER_GRACE_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)  # the launcher is not reaped yet, so its group id is still ours
+                proc.wait()
+            report = _read_report(read_fd)
+            if not report:
+                report = {"launcher_error": f"the sandbox launcher ended without a report (exit {proc.returncode})"}
+            return report, _tail(stderr_file)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+def _read_report(read_fd: int) -> dict:
+    os.set_blocking(read_fd, False)  # every writer is gone; never wait on a stray copy
+    chunks = []
+    try:
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    report: dict = {}
+    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+        try:
+            report.update(json.loads(line))
+        except ValueError:
+            continue
+    return report
+
+
+def _tail(stderr_file) -> str:
+    stderr_file.seek(0, os.SEEK_END)
+    size = stderr_file.tell()
+    stderr_file.seek(max(0, size - _STDERR_TAIL_BYTES))
+    return stderr_file.read().decode("utf-8", "replace")
+
+
+def _verdict(report: dict, stderr_tail: str, timeout_s: float, limits: Limits) -> tuple[str, str]:
+    if "setup_error" in report:
+        return "crashed", f"sandbox setup failed: {report['setup_error']}"
+    if "launcher_error" in report:
+        return "crashed", f"{report['launcher_error']}: {_last_line(stderr_tail)}"
+    if report.get("timed_out"):
+        return "timed out", f"wall-clock limit of {timeout_s:g}s exceeded"
+    # In namespaces the child is the namespace's init, which passes on the program's status.
+    code = os.waitstatus_to_exitcode(report.get("program_status", report["child_status"]))
+    if code == 0:
+        return "passed", "exit status 0"
+    if code < 0:
+        return _signal_verdict(-code, limits, timeout_s)
+    return _error_verdict(code, stderr_tail, limits)
+
+
+def _signal_verdict(signum: int, limits: Limits, timeout_s: float) -> tuple[str, str]:
+    if signum == signal.SIGXCPU:
+        cpu_s = limits.cpu_s or math.ceil(timeout_s) + 1
+        return "timed out", f"CPU time limit of {cpu_s}s exceeded (SIGXCPU)"
+    if signum == signal.SIGXFSZ:
+        return "crashed", f"file size limit of {limits.file_bytes >> 20} MiB exceeded (SIGXFSZ)"
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return "crashed", f"killed by {name}"
+
+
+def _error_verdict(code: int, stderr_tail: str, limits: Limits) -> tuple[str, str]:
+    lines = _meaningful_lines(stderr_tail)
+    last = lines[-1] if lines else ""
+    if "MemoryError" in last:
+        return "crashed", f"memory limit of {limits.memory_bytes >> 20} MiB exceeded ({last})"
+    if "[Errno 27]" in last:  # Python ignores SIGXFSZ, so the write fails with EFBIG instead
+        return "crashed", f"file size limit of {limits.file_bytes >> 20} MiB exceeded ({last})"
+    if "[Errno 28]" in last:
+        return "crashed", f"disk space limit exceeded ({last})"
+    if "Fatal Python error" in stderr_tail:
+        return "crashed", last or f"exit status {code}"
+    if last == "AssertionError" and len(lines) >= 2 and not lines[-2].startswith("File "):
+        # A bare `assert` says nothing: name the failing line of the test instead.
+        return "failed", f"AssertionError at: {lines[-2]}"[:300]
+    if last:
+        return "failed", last[:300]
+    return "failed", f"exit status {code}"
+
+
+def _meaningful_lines(text: str) -> list[str]:
+    # Python 3.11 underlines the failing expression with ^ and ~: not worth reporting.
+    return [line.strip() for line in text.splitlines() if line.strip() and not set(line.strip()) <= set("^~ ")]
+
+
+def _last_line(text: str) -> str:
+    lines = _meaningful_lines(text)
+    return lines[-1] if lines else ""
+
+
+_claimed_uids: set[int] = set()
+_claim_lock = threading.Lock()
+
+
+def _claim_uid() -> int:
+    """A uid no process uses now and no other worker of ours holds."""
+    import random
+
+    with _claim_lock:
+        in_use = _uids_in_use()
+        while True:
+            uid = random.randrange(*_UID_RANGE)
+            if uid not in _claimed_uids and uid not in in_use:
+                _claimed_uids.add(uid)
+                return uid
+
+
+def _release_uid(uid: int | None) -> None:
+    with _claim_lock:
+        _claimed_uids.discard(uid)
+
+
+def _proc_entries() -> list[tuple[int, set[int], str]]:
+    """(pid, its real/effective/saved/fs uids, state letter) for every live process."""
+    entries = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="utf-8", errors="replace") as f:
+                status = f.read()
+        except OSError:  # it exited meanwhile
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        uids = {int(u) for u in fields.get("Uid", "").split()}
+        entries.append((int(name), uids, fields.get("State", "?")[:1]))
+    return entries
+
+
+def _uids_in_use() -> set[int]:
+    return {uid for _, uids, _ in _proc_entries() for uid in uids}
+
+
+def _live_pids_of_uid(uid: int) -> list[int]:
+    # Zombies are dead already and are not ours to reap: ignore them.
+    return [pid for pid, uids, state in _proc_entries() if uid in uids and state != "Z"]
+
+
+def _kill_uid(uid: int) -> int:
+    """Kill every process running as this sandbox uid; return how many were found.
+
+    A shell running as that uid calls kill(-1, SIGKILL), which the kernel delivers to all of
+    the uid's processes at once, so a fork bomb cannot outrun it (and, unlike a pid-by-pid
+    kill, it cannot hit a recycled pid). The shell, not our interpreter: that may live where
+    the unprivileged uid cannot reach it (under /root).
+    """
+    import subprocess
+    import time
+
+    found = 0
+    for _ in range(50):
+        live = len(_live_pids_of_uid(uid))
+        if not live:
+            return found
+        found = found or live
+        subprocess.run(
+            ["/bin/sh", "-c", "kill -9 -1"],
+            user=uid, group=uid, extra_groups=[], env={}, cwd="/",
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+        )
+        time.sleep(0.02)
+    raise RuntimeError(f"processes of sandbox uid {uid} survived 50 kill rounds")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+    import stat
+
+    def make_writable_and_retry(function, failed_path, _exc_info):
+        # A program may leave read-only directories behind (only possible when not root).
+        os.chmod(os.path.dirname(failed_path), stat.S_IRWXU)
+        if os.path.isdir(failed_path) and not os.path.islink(failed_path):
+            os.chmod(failed_path, stat.S_IRWXU)
+        function(failed_path)
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher side: runs as `python -I -S sandbox.py SPEC` in the fresh working directory. It sets up
+# the namespaces, forks the program's process, enforces the timeout, and writes one JSON report
+# line to report_fd, which the program never holds (it is close-on-exec in the program).
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWPID = 0x20000000
+_CLONE_NEWNET = 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_STRICTATIME = 32, 4096, 16384, 1 << 18, 1 << 24
+_MS_NOATIME, _MS_RELATIME = 1024, 4096
+_KEPT_MOUNT_FLAGS = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | 16 | 64 | _MS_NOATIME | 2048 | _MS_RELATIME
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _launcher_main(spec: dict) -> None:
+    report_fd = spec["report_fd"]
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the benchmark
+    try:
+        program = _enter_namespaces(spec["mode"])
+    except OSError as exc:
+        _report(report_fd, {"setup_error": str(exc)})
+        return
+    child = os.fork()
+    if child == 0:
+        try:
+            _become_program(spec, program, report_fd)
+        except BaseException as exc:  # noqa: BLE001 - any failure before exec is a setup failure
+            _report(report_fd, {"setup_error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            os._exit(121)
+    timed_out, wait_status = _wait_for(child, spec["timeout_s"])
+    _report(report_fd, {"timed_out": timed_out, "child_status": wait_status})
+
+
+def _enter_namespaces(mode: str) -> bytes | None:
+    """Unshare namespaces (the PID one takes effect for our next child); return the program text."""
+    if mode == "plain":
+        return None
+    with open(_PROGRAM_FILE, "rb") as f:
+        program = f.read()  # read now: the host directory is hidden once /tmp is replaced
+    flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWPID
+    if mode == "user-ns":
+        uid, gid = os.getuid(), os.getgid()
+        _libc("unshare", _CLONE_NEWUSER | flags)
+        # Map our own ids to themselves, so files keep their owner; setgroups must be denied first.
+        for name, content in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(content)
+    else:
+        _libc("unshare", flags)
+    return program
+
+
+def _become_program(spec: dict, program: bytes | None, report_fd: int) -> None:
+    """In the forked child: finish isolating, drop privileges, exec the interpreter on the program."""
+    os.setpgid(0, 0)  # its own group, so the launcher can kill everything that stays in it
+    if program is not None:  # in namespaces, where this process is PID 1
+        _isolate_filesystem(program, spec["expose"], spec["limits"]["tmpfs_bytes"], spec["uid"])
+        program_pid = os.fork()
+        if program_pid:
+            _serve_as_init(program_pid, report_fd)
+    _set_limits(spec["limits"], spec["uid"])
+    if spec["uid"] is not None:
+        uid = spec["uid"]
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.geteuid() == 0 or os.getegid() == 0:
+            raise OSError("privileges were not dropped")
+    _libc("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid binary can give privileges back
+    _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # set after setuid, which clears it
+    os.set_inheritable(report_fd, False)
+    python = spec["python"]
+    os.execve(python, [python, "-I", "-B", spec["script"]], spec["env"])
+
+
+def _serve_as_init(program_pid: int, report_fd: int) -> None:
+    """PID 1 of the namespace: reap orphans until the program exits, pass on its status, exit.
+
+    The program is not PID 1 itself because the kernel spares PID 1 from signals it has no
+    handler for (SIGXCPU, SIGXFSZ, even its own SIGTERM): it would behave unlike a normal
+    process. When this process exits, the kernel kills whatever the program left behind.
+    """
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == program_pid:
+            _report(report_fd, {"program_status": status})
+            os._exit(0)
+
+
+def _isolate_filesystem(program: bytes, expose: list[str], tmpfs_bytes: int, uid: int | None) -> None:
+    _libc("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # nothing below propagates to the host
+    hidden = [(path, os.open(path, os.O_PATH)) for path in expose if _blocked_ancestor(path)]
+    _remount_all_read_only()
+    for path, size in (("/tmp", tmpfs_bytes), ("/var/tmp", 16 << 20), ("/dev/shm", 16 << 20)):
+        if os.path.isdir(path):
+            options = f"size={size},mode=1777".encode()
+            _libc("mount", b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+    _expose_paths(hidden)
+    # A fresh /proc shows only this PID namespace: no other process's environment or command line.
+    _libc("mount", b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+    os.mkdir(_SANDBOX_DIR, 0o700)
+    program_path = os.path.join(_SANDBOX_DIR, _PROGRAM_FILE)
+    with open(program_path, "wb") as f:
+        f.write(program)
+    if uid is not None:
+        os.chown(_SANDBOX_DIR, uid, uid)
+        os.chown(program_path, uid, uid)
+    os.chdir(_SANDBOX_DIR)
+
+
+def _blocked_ancestor(path: str) -> str | None:
+    """The first directory above path that others may not enter (e.g. /root, mode 0700), if any."""
+    parts = path.strip("/").split("/")
+    for depth in range(1, len(parts)):
+        ancestor = "/" + "/".join(parts[:depth])
+        if not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _expose_paths(hidden: list[tuple[str, int]]) -> None:
+    """Cover each blocking ancestor with an empty enterable tmpfs and bind just the needed path back.
+
+    An interpreter installed under /root is then reachable by the unprivileged uid, while the
+    rest of /root stays invisible.
+    """
+    covered: set[str] = set()
+    for path, fd in hidden:
+        ancestor = _blocked_ancestor(path)
+        if ancestor and ancestor not in covered:
+            _libc("mount", b"tmpfs", ancestor.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,mode=755")
+            covered.add(ancestor)
+        os.makedirs(path, 0o755, exist_ok=True)
+        _libc("mount", f"/proc/self/fd/{fd}".encode(), path.encode(), None, _MS_BIND | _MS_REC, None)
+        _libc("mount", None, path.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _mount_flags(path), None)
+        os.close(fd)
+    for ancestor in covered:  # the covering tmpfs need not stay writable
+        _libc("mount", None, ancestor.encode(), None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
+
+
+def _remount_all_read_only() -> None:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [_unescape(line.split()[4]) for line in f]
+    for point in points:
+        try:
+            flags = _mount_flags(point)
+            _libc("mount", None, point.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | flags, None)
+        except OSError:
+            if point == "/":
+                raise  # the root must be read-only; an odd submount (hidden, special) may not be
+            continue
+
+
+def _mount_flags(path: str) -> int:
+    """The flags a bind remount must keep (the kernel refuses to drop locked ones)."""
+    flags = os.statvfs(path).f_flag & _KEPT_MOUNT_FLAGS
+    if not flags & (_MS_NOATIME | _MS_RELATIME):
+        flags |= _MS_STRICTATIME
+    return flags
+
+
+def _unescape(mount_point: str) -> str:
+    # /proc/self/mountinfo writes space, tab, newline and backslash as octal escapes.
+    return mount_point.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+
+
+def _set_limits(limits: dict, uid: int | None) -> None:
+    processes = limits["processes"]
+    if uid is None and not _in_user_namespace():
+        # Without our own uid or user namespace the count includes all of the user's tasks.
+        processes += _task_count(os.getuid())
+    for name, value, hard in (
+        (resource.RLIMIT_CPU, limits["cpu_s"], limits["cpu_s"] + 1),  # SIGXCPU first, SIGKILL a second later
+        (resource.RLIMIT_AS, limits["memory_bytes"], None),
+        (resource.RLIMIT_FSIZE, limits["file_bytes"], None),
+        (resource.RLIMIT_NOFILE, limits["open_files"], None),
+        (resource.RLIMIT_NPROC, processes, None),
+        (resource.RLIMIT_CORE, 0, None),
+    ):
+        resource.setrlimit(name, (value, value if hard is None else hard))
+
+
+def _in_user_namespace() -> bool:
+    with open("/proc/self/uid_map", encoding="utf-8") as f:
+        return f.read().split()[:3] != ["0", "0", "4294967295"]
+
+
+def _task_count(uid: int) -> int:
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{name}/task"))
+            except OSError:
+                continue
+    return count
+
+
+def _wait_for(child: int, timeout_s: float) -> tuple[bool, int]:
+    """Wait for the child up to the timeout; kill its group; reap it. Returns (timed_out, wait status)."""
+    try:
+        pidfd = os.pidfd_open(child)
+    except OSError:  # kernels before 5.3: poll without reaping
+        timed_out = not _poll_exit(child, timeout_s)
+    else:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+        os.close(pidfd)
+        timed_out = not ready
+    if timed_out:
+        os.kill(child, signal.SIGKILL)  # in a PID namespace this ends every process in it
+    try:
+        os.killpg(child, signal.SIGKILL)  # the child is not reaped yet, so its group id is not recycled
+    except (ProcessLookupError, PermissionError):
+        pass
+    _, wait_status = os.waitpid(child, 0)
+    return timed_out, wait_status
+
+
+def _poll_exit(child: int, timeout_s: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, child, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _report(report_fd: int, message: dict) -> None:
+    os.write(report_fd, (json.dumps(message) + "\n").encode())
+
+
+def _libc(name: str, *args) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{name}{_describe(args)}: {os.strerror(errno)}")
+
+
+def _describe(args: tuple) -> str:
+    shown = [a.decode() if isinstance(a, bytes) else str(a) for a in args if a is not None]
+    return f"({', '.join(shown)})"
+
+
+if __name__ == "__main__":
+    _launcher_main(json.loads(sys.argv[1]))

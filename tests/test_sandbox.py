@@ -1,0 +1,436 @@
+"""The sandbox: opt-in, verdicts, pass@k, and hostile programs.
+
+For every hostile program: this process survives, the verdict is not "passed", nothing
+outside the sandbox directory changed, and no process it started is left running. Each
+hostile program renames itself (and so every process it forks) to a unique tag, which is
+how leftovers are found. Each attack is written so that exit status 0 means it worked, and
+where possible a control run outside the sandbox shows that the attack does work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from math import comb
+from pathlib import Path
+
+import pytest
+
+from cos_bench.errors import CosBenchError
+from cos_bench.sandbox import CODE_EVAL_ENV, Isolation, Limits, Verdict, pass_at_k, run_programs, sandbox_isolation
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
+
+REPO_ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def isolation() -> Isolation:
+    return sandbox_isolation()
+
+
+@pytest.fixture(autouse=True)
+def own_temp_dir(tmp_path: Path, monkeypatch):
+    """Sandbox working directories go here, so we can check that every one was removed."""
+    sandboxes = tmp_path / "sandboxes"
+    sandboxes.mkdir(mode=0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(sandboxes))
+    yield
+    assert list(sandboxes.iterdir()) == [], "a sandbox directory was left behind"
+
+
+@pytest.fixture
+def strong(isolation: Isolation) -> Isolation:
+    """Skip attacks that would really hurt when programs run as our own user with no namespaces."""
+    if not (isolation.drop_privileges or isolation.namespaces):
+        pytest.skip(f"weak isolation here ({isolation.note}): a hostile program could harm this test run")
+    return isolation
+
+
+def tag() -> str:
+    return "cbh" + secrets.token_hex(6)  # 15 characters: the most a process name holds
+
+
+def tagged(program: str, name: str) -> str:
+    prelude = f"import ctypes\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME, inherited by forks\n"
+    return prelude + textwrap.dedent(program)
+
+
+def processes_named(name: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if comm == name and state != "Z":
+            found.append(int(pid))
+    return found
+
+
+def run_hostile(program: str, timeout_s: float = 3.0, limits: Limits | None = None) -> Verdict:
+    """Run one tagged program; then insist that nothing it started is still running."""
+    name = tag()
+    (verdict,) = run_programs([tagged(program, name)], timeout_s=timeout_s, allow=True, limits=limits)
+    deadline = time.monotonic() + 2.0
+    while processes_named(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_named(name) == [], f"processes left running: {verdict}"
+    return verdict
+
+
+# ---------------------------------------------------------------------------------- opt-in and verdicts
+
+
+def test_execution_needs_explicit_opt_in(monkeypatch) -> None:
+    monkeypatch.delenv(CODE_EVAL_ENV, raising=False)
+    with pytest.raises(CosBenchError, match=f"pass --allow-code-eval or set {CODE_EVAL_ENV}=1") as info:
+        run_programs(["print('hi')"])
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv(CODE_EVAL_ENV, "yes")  # only "1" counts
+    with pytest.raises(CosBenchError):
+        run_programs(["print('hi')"])
+    monkeypatch.setenv(CODE_EVAL_ENV, "1")
+    assert run_programs(["print('hi')"])[0].status == "passed"
+
+
+def test_verdicts_in_order(isolation: Isolation) -> None:
+    programs = [
+        "print('ok')",
+        "assert 1 + 1 == 3",
+        "raise ValueError('bad input')",
+        "def f(:\n    pass",
+        "import ctypes\nctypes.string_at(0)",
+        "while True:\n    pass",
+        "import sys\nsys.exit(3)",
+    ]
+    verdicts = run_programs(programs, timeout_s=2.0, allow=True)
+    assert [v.status for v in verdicts] == ["passed", "failed", "failed", "failed", "crashed", "timed out", "failed"]
+    assert verdicts[1].reason == "AssertionError at: assert 1 + 1 == 3"
+    assert verdicts[2].reason == "ValueError: bad input"
+    assert verdicts[3].reason.startswith("SyntaxError")
+    assert verdicts[4].reason == "killed by SIGSEGV"
+    assert verdicts[5].reason == "wall-clock limit of 2s exceeded"
+    assert verdicts[6].reason == "exit status 3"
+    assert all(v.isolated_network == isolation.namespaces for v in verdicts)
+
+
+def test_cpu_limit_is_a_timeout() -> None:
+    (verdict,) = run_programs(["while True:\n    pass"], timeout_s=10.0, allow=True, limits=Limits(cpu_s=1))
+    assert verdict.status == "timed out" and "CPU time limit of 1s" in verdict.reason
+    assert verdict.duration_s < 8
+
+
+def test_programs_run_in_parallel() -> None:
+    start = time.monotonic()
+    verdicts = run_programs(["import time\ntime.sleep(1.5)"] * 4, timeout_s=10.0, workers=4, allow=True)
+    assert [v.status for v in verdicts] == ["passed"] * 4
+    assert time.monotonic() - start < 5.0  # one after another would take over 6 s
+
+
+def test_environment_is_scrubbed(monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    program = "import os\nassert 'HF_TOKEN' not in os.environ, 'leaked'\nassert set(os.environ) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE'}, sorted(os.environ)"
+    assert run_programs([program], allow=True)[0].status == "passed"
+
+
+def test_working_directory_is_fresh_and_writable() -> None:
+    program = "import os\nassert sorted(os.listdir('.')) == ['program.py'], os.listdir('.')\nopen('out.txt', 'w').write('x')"
+    first, second = run_programs([program, program], allow=True)
+    assert (first.status, second.status) == ("passed", "passed"), (first, second)
+
+
+def test_pass_at_k() -> None:
+    assert pass_at_k(5, 5, 1) == 1.0
+    assert pass_at_k(5, 0, 3) == 0.0
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    for n, c, k in [(10, 3, 2), (20, 7, 5), (200, 13, 10)]:
+        assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+    assert pass_at_k(4, 2, 3) == 1.0  # fewer failures than k: some pass in every draw
+    with pytest.raises(CosBenchError, match="pass@5 needs at least 5 samples"):
+        pass_at_k(3, 1, 5)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+# ---------------------------------------------------------------------------------- hostile programs
+
+
+def test_infinite_loop(strong: Isolation) -> None:
+    verdict = run_hostile("while True:\n    pass", timeout_s=1.5)
+    assert verdict.status == "timed out"
+
+
+def test_sleeping_forever(strong: Isolation) -> None:
+    verdict = run_hostile("import time\ntime.sleep(3600)", timeout_s=1.5)
+    assert verdict.status == "timed out" and verdict.duration_s < 6
+
+
+def test_fork_bomb(strong: Isolation) -> None:
+    program = """
+    import os
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+    """
+    verdict = run_hostile(program, timeout_s=2.0, limits=Limits(processes=32))
+    assert verdict.status in ("timed out", "crashed"), verdict
+
+
+def test_background_process_is_killed(strong: Isolation) -> None:
+    # The program exits at once, leaving a session leader that escaped its process group.
+    program = """
+    import os, time
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(120)
+        os._exit(0)
+    time.sleep(0.3)
+    raise SystemExit(1)
+    """
+    verdict = run_hostile(program)
+    assert verdict.status == "failed"
+
+
+def test_memory_hog(strong: Isolation) -> None:
+    program = """
+    chunks = []
+    while True:
+        chunks.append(bytearray(16 << 20))
+    """
+    verdict = run_hostile(program, limits=Limits(memory_bytes=256 << 20))
+    assert verdict.status == "crashed" and "memory limit of 256 MiB" in verdict.reason
+
+
+def test_huge_file_write(strong: Isolation) -> None:
+    program = """
+    with open("big.bin", "wb") as f:
+        for _ in range(256):
+            f.write(b"x" * (1 << 20))
+    """
+    verdict = run_hostile(program, limits=Limits(file_bytes=4 << 20))
+    assert verdict.status == "crashed" and "file size limit of 4 MiB" in verdict.reason
+
+
+def test_many_files_fill_only_the_private_tmp(isolation: Isolation) -> None:
+    if not isolation.namespaces:
+        pytest.skip(f"no mount namespace here ({isolation.note})")
+    program = """
+    for i in range(64):
+        with open(f"part{i}.bin", "wb") as f:
+            f.write(b"x" * (1 << 20))
+    """
+    verdict = run_hostile(program, limits=Limits(tmpfs_bytes=8 << 20))
+    assert verdict.status == "crashed" and "No space left on device" in verdict.reason
+
+
+@pytest.fixture
+def outside(isolation: Isolation):
+    """Files and places outside the sandbox that a program might try to change."""
+    name = tag()
+    protected = Path(tempfile.mkdtemp(prefix="cos-bench-canary-", dir="/tmp"))
+    protected.chmod(0o755)  # others may look, not write
+    (protected / "canary.txt").write_text(name)
+    (protected / "canary.txt").chmod(0o644)
+    targets = {
+        "delete": [str(protected / "canary.txt")],
+        "write": [str(protected / "new.txt"), str(REPO_ROOT / name), str(Path.home() / name)],
+        "rmtree": [str(protected)],
+    }
+    shared = None
+    if isolation.namespaces:  # world-writable places are protected by the mount namespace alone
+        shared = Path(tempfile.mkdtemp(prefix="cos-bench-canary-", dir="/tmp"))
+        shared.chmod(0o777)
+        (shared / "canary.txt").write_text(name)
+        (shared / "canary.txt").chmod(0o666)
+        targets["delete"].append(str(shared / "canary.txt"))
+        targets["write"].append(str(shared / "new.txt"))
+        # Inside the sandbox these are its private tmpfs mounts: writing there succeeds, yet
+        # nothing may appear on the host.
+        targets["private"] = [f"/tmp/{name}", f"/dev/shm/{name}", f"/var/tmp/{name}"]
+    yield name, targets
+    for directory in filter(None, [protected, shared]):
+        assert (directory / "canary.txt").read_text() == name, f"{directory} canary changed"
+        assert sorted(p.name for p in directory.iterdir()) == ["canary.txt"]
+        subprocess.run(["rm", "-rf", str(directory)], check=True)
+    for path in targets["write"] + targets.get("private", []):
+        assert not os.path.lexists(path), f"{path} was written"
+
+
+def test_writing_and_deleting_outside_the_sandbox(strong: Isolation, outside) -> None:
+    name, targets = outside
+    program = f"""
+    import os, shutil
+    done = []
+    for path in {targets['delete']!r}:
+        try:
+            os.remove(path); done.append(path)
+        except OSError:
+            pass
+    for path in {targets['write']!r}:
+        try:
+            with open(path, "w") as f:
+                f.write("pwned")
+            done.append(path)
+        except OSError:
+            pass
+    for path in {targets['rmtree']!r}:
+        try:
+            shutil.rmtree(path); done.append(path)
+        except OSError:
+            pass
+    for path in {targets.get('private', [])!r}:
+        with open(path, "w") as f:  # succeeds: the sandbox's own /tmp, /dev/shm, /var/tmp
+            f.write("private")
+    raise SystemExit(0 if done else 1)
+    """
+    verdict = run_hostile(program)
+    assert verdict.status == "failed", verdict
+
+
+def test_network_connection(isolation: Isolation) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    program = f"""
+    import socket
+    with socket.create_connection(("127.0.0.1", {port}), timeout=2) as s:
+        s.sendall(b"exfiltrated")
+    """
+    try:
+        control = subprocess.run([sys.executable, "-c", textwrap.dedent(program)], timeout=10)
+        assert control.returncode == 0  # the attack works outside the sandbox
+        listener.accept()[0].close()
+        if not isolation.namespaces:
+            verdict = run_hostile(program)
+            assert not verdict.isolated_network
+            pytest.skip(f"no network namespace here ({isolation.note}); the verdict says so")
+        verdict = run_hostile(program)
+        assert verdict.status == "failed" and verdict.isolated_network, verdict
+        with pytest.raises(socket.timeout):
+            listener.accept()  # nothing reached us
+    finally:
+        listener.close()
+
+
+def test_killing_the_parent_and_a_bystander(strong: Isolation) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        program = f"""
+        import os, signal
+        killed = []
+        for pid in ({os.getpid()}, {bystander.pid}, os.getppid()):
+            if pid > 1:
+                try:
+                    os.kill(pid, signal.SIGKILL); killed.append(pid)
+                except OSError:
+                    pass
+        try:
+            os.kill(-1, signal.SIGKILL)  # everything this uid may signal
+        except OSError:
+            pass
+        raise SystemExit(0 if killed else 1)
+        """
+        verdict = run_hostile(program)
+        assert verdict.status != "passed", verdict
+        assert bystander.poll() is None, "the bystander was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_reading_the_parents_environment_for_secrets(strong: Isolation) -> None:
+    # The parent (a fresh benchmark process) starts with a secret in its environment; the
+    # program looks in its own environment, its parent's and every other process's.
+    program = textwrap.dedent("""
+    import glob, os
+    needle = b"COS_BENCH_TEST_SECRET="
+    found = any(k == "COS_BENCH_TEST_SECRET" for k in os.environ)
+    for path in [f"/proc/{os.getppid()}/environ", *glob.glob("/proc/*/environ")]:
+        try:
+            with open(path, "rb") as f:
+                found = found or needle in f.read()
+        except OSError:
+            pass
+    raise SystemExit(0 if found else 1)
+    """)
+    parent = textwrap.dedent("""
+    import json, os, subprocess, sys
+    from cos_bench.sandbox import run_programs
+    program = sys.argv[1]
+    clean = {k: v for k, v in os.environ.items() if k != "COS_BENCH_TEST_SECRET"}
+    control = subprocess.run([sys.executable, "-c", program], env=clean).returncode
+    (verdict,) = run_programs([program], timeout_s=5, allow=True)
+    print(json.dumps({"control": control, "status": verdict.status, "reason": verdict.reason}))
+    """)
+    env = {**os.environ, "COS_BENCH_TEST_SECRET": secrets.token_hex(8)}
+    out = subprocess.run([sys.executable, "-c", parent, program], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["control"] == 0, "the attack should work outside the sandbox"
+    assert result["status"] == "failed", result
+
+
+def test_plain_fallback_as_root_still_cleans_up(monkeypatch) -> None:
+    """Without namespaces (a container that forbids them), the uid drop alone must hold."""
+    if os.geteuid() != 0:
+        pytest.skip("the uid-drop fallback exists only when running as root")
+    import cos_bench.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "sandbox_isolation", lambda: Isolation(True, False, "forced for the test"))
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    verdict = run_hostile(bomb, timeout_s=2.0, limits=Limits(processes=16))
+    assert verdict.status == "timed out", verdict
+    escape = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(120)\nraise SystemExit(1)\n"
+    verdict = run_hostile(escape)
+    assert verdict.status == "failed" and "killed 1 leftover process" in verdict.reason
+    assert not verdict.isolated_network
+    write = f"open({str(REPO_ROOT / 'pwned.txt')!r}, 'w')"
+    assert run_hostile(write).status == "failed"
+    assert not (REPO_ROOT / "pwned.txt").exists()
+
+
+# ---------------------------------------------------------------------------------- HumanEval solutions
+
+DATA_DIR = Path(__file__).parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"offline data copies not found at {DATA_DIR}")
+    from cos_bench.tasks import get_task, resolve_data_source
+
+    task = get_task("humaneval")
+    return task, task.load(resolve_data_source(DATA_DIR), limit=None)
+
+
+def test_all_canonical_solutions_pass(humaneval) -> None:
+    task, examples = humaneval
+    scores = task.score_many(examples, [e.row["canonical_solution"] for e in examples], allow_code_eval=True)
+    failures = [(e.example_id, s.verdict, s.detail) for e, s in zip(examples, scores) if not s.correct]
+    assert len(examples) == 164 and failures == []
+
+
+def test_corrupted_solutions_fail(humaneval) -> None:
+    task, examples = humaneval
+    first = examples[0]  # has_close_elements: returns True when two numbers are close
+    corrupted = [
+        first.row["canonical_solution"].replace("return True", "return False"),
+        first.row["canonical_solution"].replace("abs(", "abs)("),  # a syntax error
+        "    return None\n",
+    ]
+    scores = task.score_many([first] * 3, corrupted, allow_code_eval=True)
+    assert [s.verdict for s in scores] == ["failed"] * 3, scores
