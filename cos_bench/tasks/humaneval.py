@@ -1,0 +1,137 @@
+"""HumanEval: write a Python function; the score is whether its unit tests pass.
+
+Base models continue the function stub (the dataset's prompt) and are stopped at
+the next top-level statement. Instruct models are shown the stub and asked for the
+whole function in a ```python block; from the reply we take that block, which may
+re-state the whole function (then the program is the prompt's preamble — imports
+and helper functions — plus the block) or hold just the body (then prompt + body).
+
+The program (solution + the dataset's tests + `check(entry_point)`) runs in the
+sandbox, only when the user allowed code execution; otherwise every score is
+"not evaluated". pass@1 is the mean of `correct`; `pass_at_k_by_problem` gives the
+unbiased pass@k when a problem has several samples.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+from cos_bench.errors import CosBenchError
+from cos_bench.sandbox import CODE_EVAL_ENV, code_eval_allowed, pass_at_k, run_programs
+from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths, cut_at_stop, reject_subjects
+from cos_bench.tasks.data import DataSource, Split, load_rows, select_rows
+
+TEST = Split(
+    "openai/openai_humaneval", None, "test", "humaneval_test",
+    ("task_id", "prompt", "canonical_solution", "test", "entry_point"),
+)
+TIMEOUT_S = 10.0  # per program; the slowest canonical solution takes well under a second
+
+_CHAT_INSTRUCTION = (
+    "Complete the following Python function. Reply with the complete function, including "
+    "its signature and any imports it needs, in a single ```python code block.\n\n```python\n{prompt}```"
+)
+_FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE)
+_TOP_LEVEL_CODE = re.compile(r"^(?:from\s+\S+\s+import|import\s|def\s|class\s|@)", re.MULTILINE)
+_MAIN_GUARD = re.compile(r"^if\s+__name__\s*==", re.MULTILINE)
+
+
+def _defines(code: str, entry_point: str) -> re.Match | None:
+    return re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE)
+
+
+def extract_code(generated_text: str, entry_point: str, stop_strings: Sequence[str]) -> str:
+    """The code to score: a fenced block, a re-stated function, or a body cut at the stop strings."""
+    blocks = _FENCED.findall(generated_text)
+    if blocks:
+        # Prefer the block that defines the function; models sometimes add a usage example block.
+        code = next((b for b in blocks if _defines(b, entry_point)), blocks[0])
+    elif _defines(generated_text, entry_point):
+        start = _TOP_LEVEL_CODE.search(generated_text)  # skip any prose before the code
+        code = generated_text[start.start():] if start else generated_text
+    else:
+        return cut_at_stop(generated_text, stop_strings)
+    guard = _MAIN_GUARD.search(code)  # a demo under __main__ would run (and might exit 0 early)
+    return (code[: guard.start()] if guard else code).rstrip() + "\n"
+
+
+def build_program(row: Mapping[str, Any], completion: str) -> str:
+    """Solution + tests + the call that runs them, as one Python program."""
+    prompt, entry_point = row["prompt"], row["entry_point"]
+    if _defines(completion, entry_point):
+        stub = _defines(prompt, entry_point)
+        preamble = prompt[: stub.start()] if stub else ""  # imports and helper functions
+        solution = preamble + completion
+    else:
+        solution = prompt + _as_body(completion)
+    return f"{solution}\n\n{row['test']}\n\ncheck({entry_point})\n"
+
+
+def _as_body(completion: str) -> str:
+    # A chat model may give the body without its indentation: it belongs inside the function.
+    first = next((line for line in completion.splitlines() if line.strip()), "")
+    return textwrap.indent(completion, "    ") if first and not first[0].isspace() else completion
+
+
+def pass_at_k_by_problem(example_ids: Sequence[str], scores: Sequence[Score], k: int) -> float:
+    """Mean over problems of the unbiased pass@k, from every sample scored for each problem."""
+    if any(score.correct is None for score in scores):
+        raise CosBenchError(f"pass@{k} needs executed programs: pass --allow-code-eval or set {CODE_EVAL_ENV}=1")
+    passed: dict[str, list[bool]] = defaultdict(list)
+    for example_id, score in zip(example_ids, scores, strict=True):
+        passed[example_id].append(bool(score.correct))
+    if not passed:
+        raise ValueError("no scores")
+    return sum(pass_at_k(len(runs), sum(runs), k) for runs in passed.values()) / len(passed)
+
+
+class HumanEval(Task):
+    name = "humaneval"
+    stop_strings = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+    chat_stop_strings = ()  # a stop inside the code block would truncate it: rely on EOS
+    default_max_new_tokens = 512
+
+    def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+
+    def load(
+        self,
+        source: DataSource,
+        limit: int | None,
+        offset: int = 0,
+        seed: int | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> list[Example]:
+        reject_subjects(self.name, subjects)
+        rows = load_rows(source, TEST)
+        return [Example(self.name, rows[i]["task_id"], rows[i]) for i in select_rows(len(rows), limit, offset, seed)]
+
+    def build_prompt(self, example: Example, tokenizer: Any, chat: bool) -> str:
+        if chat:
+            return chat_prompt(tokenizer, _CHAT_INSTRUCTION.format(prompt=example.row["prompt"]))
+        return example.row["prompt"]
+
+    def completion_for_scoring(self, example: Example, generated_text: str) -> str:
+        return extract_code(generated_text, example.row["entry_point"], self.stop_strings)
+
+    def score_many(
+        self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False
+    ) -> list[Score]:
+        check_lengths(examples, completions)
+        if not code_eval_allowed(allow_code_eval):
+            detail = f"running model-written code is off: pass --allow-code-eval or set {CODE_EVAL_ENV}=1"
+            return [Score(None, completion, "not evaluated", detail) for completion in completions]
+        programs = [build_program(example.row, completion) for example, completion in zip(examples, completions)]
+        verdicts = run_programs(programs, timeout_s=self.timeout_s, allow=True)
+        return [
+            Score(
+                verdict.status == "passed",
+                completion,
+                verdict.status,
+                verdict.reason if verdict.isolated_network else f"{verdict.reason} (ran without network isolation)",
+            )
+            for completion, verdict in zip(completions, verdicts)
+        ]

@@ -1,0 +1,136 @@
+"""MMLU: four-way multiple choice over 57 subjects; the score is the chosen letter.
+
+Base models get the original 5-shot prompt (the subject's five dev questions, each
+ending "Answer: X") and answer with one letter. Instruct models get the question
+alone and are asked for the letter.
+
+Extraction rules, first match wins; letters count only in capitals (so the article
+"a" is never an answer), and markdown asterisks are ignored:
+1. an explicit statement, the last one in the reply: "answer is D", "Answer: C",
+   "answer: (B)", "The correct answer is option A";
+2. the reply, or its first line, is one letter, maybe wrapped or followed by punctuation:
+   "B", "(B)", "B.", "B\nBecause ...";
+3. the reply opens with a letter and a delimiter: "C. Paris", "(B) 12", "D) none", "A:".
+4. the whole reply is exactly one option's text (ignoring case and a final period).
+Anything else is "no answer", its own outcome (counted as not correct).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+from cos_bench.errors import CosBenchError
+from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths
+from cos_bench.tasks.data import DataSource, Split, load_rows, select_rows
+
+FIELDS = ("question", "subject", "choices", "answer")
+TEST = Split("cais/mmlu", "all", "test", "mmlu_test", FIELDS)
+DEV = Split("cais/mmlu", "all", "dev", "mmlu_dev", FIELDS)
+LETTERS = "ABCD"
+
+_STATED = re.compile(r"answer(?:\s+is)?\s*[:：]?\s*(?:option\s+)?\(?([A-D])\)?(?![\w])", re.IGNORECASE)
+_ALONE = re.compile(r"^\(?([A-D])\)?[.):]?$")
+_OPENING = re.compile(r"^(?:\(([A-D])\)|([A-D])[.):])(?:\s|$)")
+
+_CHAT_INSTRUCTION = (
+    "The following is a multiple choice question about {subject}. Answer with the letter "
+    "of the correct option (A, B, C or D).\n\n{question}"
+)
+
+
+def extract_letter(reply: str, choices: Sequence[str] = ()) -> str | None:
+    """The chosen letter by the rules in the module docstring, or None for no answer."""
+    text = reply.replace("*", "").strip()
+    # Rule 1 must see the letter in capitals even though "answer" may be any case.
+    stated = [m.group(1) for m in _STATED.finditer(text) if m.group(1).isupper()]
+    if stated:
+        return stated[-1]
+    if match := _ALONE.match(text.split("\n", 1)[0].strip()):
+        return match.group(1)
+    if match := _OPENING.match(text):
+        return match.group(1) or match.group(2)
+    normalized = text.rstrip(".").strip().lower()
+    matching = [LETTERS[i] for i, choice in enumerate(choices) if str(choice).strip().rstrip(".").lower() == normalized]
+    return matching[0] if len(matching) == 1 else None
+
+
+def format_question(row: Mapping[str, Any]) -> str:
+    options = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(row["choices"]))
+    return f"{row['question'].strip()}\n{options}"
+
+
+def subject_name(subject: str) -> str:
+    return subject.replace("_", " ")
+
+
+class MMLU(Task):
+    name = "mmlu"
+    stop_strings = ("\n",)  # a base model answers " B" and would go on to invent the next question
+    chat_stop_strings = ()
+    default_max_new_tokens = 32
+
+    def load(
+        self,
+        source: DataSource,
+        limit: int | None,
+        offset: int = 0,
+        seed: int | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> list[Example]:
+        rows = load_rows(source, TEST)
+        for index, row in enumerate(rows):
+            if len(row["choices"]) != len(LETTERS) or row["answer"] not in range(len(LETTERS)):
+                raise CosBenchError(
+                    f"MMLU test row {index} needs 4 choices and an answer 0-3: replace the file with a good copy"
+                )
+        indices = _subject_filter(rows, subjects)
+        shots_by_subject: dict[str, list[dict]] = {}
+        for row in load_rows(source, DEV):
+            shots_by_subject.setdefault(row["subject"], []).append(row)
+        chosen = [indices[i] for i in select_rows(len(indices), limit, offset, seed)]
+        return [
+            Example(self.name, f"mmlu/{rows[i]['subject']}/{i}", rows[i], tuple(shots_by_subject.get(rows[i]["subject"], ())))
+            for i in chosen
+        ]
+
+    def build_prompt(self, example: Example, tokenizer: Any, chat: bool) -> str:
+        row = example.row
+        if chat:
+            instruction = _CHAT_INSTRUCTION.format(subject=subject_name(row["subject"]), question=format_question(row))
+            return chat_prompt(tokenizer, instruction)
+        header = f"The following are multiple choice questions (with answers) about {subject_name(row['subject'])}.\n\n"
+        shots = "".join(f"{format_question(s)}\nAnswer: {LETTERS[s['answer']]}\n\n" for s in example.fewshot)
+        return f"{header}{shots}{format_question(row)}\nAnswer:"
+
+    def completion_for_scoring(self, example: Example, generated_text: str) -> str:
+        # No cut at "\n": a chat reply may reason over several lines before its answer.
+        return generated_text.strip()
+
+    def score_many(
+        self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False
+    ) -> list[Score]:
+        check_lengths(examples, completions)
+        return [score_completion(example.row, completion) for example, completion in zip(examples, completions)]
+
+
+def score_completion(row: Mapping[str, Any], completion: str) -> Score:
+    gold = LETTERS[row["answer"]]
+    letter = extract_letter(completion, row["choices"])
+    if letter is None:
+        return Score(False, None, "no answer", f"gold {gold}; no letter found")
+    correct = letter == gold
+    return Score(correct, letter, "correct" if correct else "wrong", f"gold {gold}; chose {letter}")
+
+
+def _subject_filter(rows: Sequence[Mapping[str, Any]], subjects: Sequence[str] | None) -> list[int]:
+    if not subjects:
+        return list(range(len(rows)))
+    known = sorted({row["subject"] for row in rows})
+    unknown = [s for s in subjects if s not in known]
+    if unknown:
+        raise CosBenchError(
+            f"unknown MMLU subject(s) {', '.join(unknown)}: choose from {', '.join(known)}"
+        )
+    wanted = set(subjects)
+    return [i for i, row in enumerate(rows) if row["subject"] in wanted]

@@ -1,0 +1,188 @@
+"""Scorers on hand-written completions: the tricky formats, wrong answers and garbage."""
+
+from __future__ import annotations
+
+import pytest
+
+from cos_bench.tasks import get_task
+from cos_bench.tasks.base import Example
+from cos_bench.tasks.gsm8k import extract_flexible, extract_strict, normalize_number
+from cos_bench.tasks.humaneval import pass_at_k_by_problem
+from cos_bench.tasks.mmlu import extract_letter
+
+# ---------------------------------------------------------------------------------- GSM8K
+
+
+def gsm8k_example(gold: str) -> Example:
+    return Example("gsm8k", "gsm8k/test/x", {"question": "q", "answer": f"Some reasoning <<1+1=2>>2.\n#### {gold}"})
+
+
+@pytest.mark.parametrize(
+    "gold, completion, verdict, extracted",
+    [
+        ("18", "She sells 9 eggs for $2 each.\n#### 18", "correct", "18"),
+        ("18", "9 * 2 = 18. The answer is 18.", "correct", "18"),  # "18." is 18
+        ("18", "The answer is $18.00", "correct", "18"),
+        ("1000", "He earns 4 * $250 = $1,000.00 in all. The answer is $1,000.00.", "correct", "1000"),
+        ("1000", "#### 1,000", "correct", "1000"),
+        ("-5", "The temperature ends at −5 degrees, so the answer is -5.", "correct", "-5"),
+        ("15", "It takes between 10-15 minutes, so 15", "correct", "15"),  # "10-15" is no negative
+        ("18", "The answer is 18. I checked it 2 ways.", "correct", "18"),  # strict beats a later number
+        ("18", "She makes 9 * 2 = $18 every day", "correct", "18"),  # flexible: the last number
+        ("18", "So the total is \\boxed{18}", "correct", "18"),
+        ("42", "**The answer is: 42**", "correct", "42"),
+        ("0.5", "Each gets 1/2, i.e. $.50, so the answer is 0.50", "correct", "0.5"),
+        ("25", "The answer is 25%", "correct", "25"),
+        ("18", "#### 5\nWait, I made an error.\n#### 18", "correct", "18"),  # the last strict one
+        ("18", "The answer is 17.", "wrong", "17"),
+        ("18", "I do not know how to solve this.", "no answer", None),
+        ("18", "", "no answer", None),
+        ("18", "!!!???", "no answer", None),
+    ],
+)
+def test_gsm8k_scores(gold: str, completion: str, verdict: str, extracted: str | None) -> None:
+    task = get_task("gsm8k")
+    example = gsm8k_example(gold)
+    (score,) = task.score_many([example], [task.completion_for_scoring(example, completion)])
+    assert (score.verdict, score.extracted) == (verdict, extracted), score.detail
+    assert score.correct is (verdict == "correct")
+
+
+def test_gsm8k_completion_is_cut_before_an_invented_next_question() -> None:
+    task = get_task("gsm8k")
+    example = gsm8k_example("18")
+    text = " 9 * 2 = 18.\n#### 18\n\nQuestion: Tom has 3 apples. How many?\nAnswer: #### 3"
+    assert task.completion_for_scoring(example, text) == "9 * 2 = 18.\n#### 18"
+    assert task.score_many([example], [task.completion_for_scoring(example, text)])[0].verdict == "correct"
+
+
+def test_gsm8k_extraction_separately() -> None:
+    assert extract_strict("The answer is 7, not 8") == "7"
+    assert extract_flexible("The answer is 7, not 8") == "8"
+    assert extract_strict("no marker 12") is None
+    assert normalize_number("$1,000.00") == "1000"
+    assert normalize_number("18.") == "18"
+    assert normalize_number("-3.50") == "-3.5"
+    assert normalize_number("abc") is None
+
+
+# ---------------------------------------------------------------------------------- MMLU
+
+MMLU_ROW = {"question": "Capital of Germany?", "subject": "geography", "choices": ["Paris", "London", "Berlin", "Rome"], "answer": 2}
+
+
+@pytest.mark.parametrize(
+    "completion, verdict, extracted",
+    [
+        ("C", "correct", "C"),
+        (" C\n", "correct", "C"),  # a base model's continuation
+        ("(C)", "correct", "C"),
+        ("C.", "correct", "C"),
+        ("Answer: C", "correct", "C"),
+        ("The answer is C", "correct", "C"),
+        ("The answer is (C).", "correct", "C"),
+        ("**C. Berlin**", "correct", "C"),
+        ("C) Berlin", "correct", "C"),
+        ("The correct answer is option C because Berlin is the capital.", "correct", "C"),
+        ("Let me think.\nGermany's capital is Berlin.\nAnswer: C", "correct", "C"),
+        ("Berlin", "correct", "C"),  # exactly one option's text
+        ("B\nBecause London is big.", "wrong", "B"),
+        ("I think the answer is B, not C", "wrong", "B"),
+        ("A good question; hard to say.", "no answer", None),  # the article "A" is no answer
+        ("The answer is a tricky one", "no answer", None),
+        ("answer: (c)", "no answer", None),  # documented: capitals only
+        ("E", "no answer", None),
+        ("", "no answer", None),
+        ("%%%% garbage ####", "no answer", None),
+    ],
+)
+def test_mmlu_scores(completion: str, verdict: str, extracted: str | None) -> None:
+    task = get_task("mmlu")
+    example = Example("mmlu", "mmlu/geography/0", MMLU_ROW)
+    (score,) = task.score_many([example], [task.completion_for_scoring(example, completion)])
+    assert (score.verdict, score.extracted) == (verdict, extracted), score.detail
+    assert score.correct is (verdict == "correct")
+
+
+def test_mmlu_extract_letter_without_choices() -> None:
+    assert extract_letter("Berlin") is None
+    assert extract_letter("D") == "D"
+
+
+# ---------------------------------------------------------------------------------- HumanEval
+
+ADD_ROW = {
+    "task_id": "Toy/0",
+    "prompt": 'def add(a: int, b: int) -> int:\n    """Add two numbers.\n    >>> add(2, 3)\n    5\n    """\n',
+    "canonical_solution": "    return a + b\n",
+    "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+    "entry_point": "add",
+}
+HELPER_ROW = {  # the stub's preamble has an import and a helper the solution needs
+    "task_id": "Toy/1",
+    "prompt": 'import math\n\n\ndef double(x):\n    return 2 * x\n\n\ndef root_double(x: float) -> float:\n    """sqrt(2x)."""\n',
+    "canonical_solution": "    return math.sqrt(double(x))\n",
+    "test": "def check(candidate):\n    assert candidate(8.0) == 4.0\n",
+    "entry_point": "root_double",
+}
+
+HUMANEVAL_CASES = [
+    # (row, generated text, expected verdict)
+    (ADD_ROW, "    return a + b\n", "passed"),
+    (ADD_ROW, "    return a + b\n\ndef unrelated():\n    pass\n", "passed"),  # cut at "\ndef "
+    (ADD_ROW, "    return a + b\nprint(add(1, 2))\n", "passed"),  # cut at "\nprint("
+    (ADD_ROW, "    return a - b\n", "failed"),
+    (ADD_ROW, "Here you go:\n```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```\nIt adds.", "passed"),
+    (ADD_ROW, "```python\n    return a + b\n```", "passed"),  # just the body
+    (ADD_ROW, "```python\nreturn a + b\n```", "passed"),  # the body without its indentation
+    (ADD_ROW, "```python\ndef add(a, b):\n    return a - b\n\nif __name__ == '__main__':\n    import sys\n    sys.exit(0)\n```", "failed"),
+    (ADD_ROW, "def add(a, b):\n    return a + b\n", "passed"),  # re-stated, no fence
+    (ADD_ROW, "```python\ndef add(a, b):\n    return a + b\n", "passed"),  # truncated before the closing fence
+    (ADD_ROW, "```python\nprint(add(2, 3))\n```\n```python\ndef add(a, b):\n    return a + b\n```", "passed"),
+    (ADD_ROW, "    return a +\n", "failed"),  # syntax error
+    (ADD_ROW, "I cannot help with that.", "failed"),
+    (ADD_ROW, "    while True:\n        pass\n", "timed out"),
+    (ADD_ROW, "    import ctypes\n    ctypes.string_at(0)\n", "crashed"),  # a segfault
+    (HELPER_ROW, "```python\ndef root_double(x: float) -> float:\n    return math.sqrt(double(x))\n```", "passed"),
+    (HELPER_ROW, "    return math.sqrt(double(x))\n", "passed"),
+]
+
+
+@pytest.fixture(scope="module")
+def humaneval_scores():
+    from cos_bench.tasks.humaneval import HumanEval
+
+    task = HumanEval(timeout_s=3.0)
+    examples = [Example("humaneval", row["task_id"], row) for row, _, _ in HUMANEVAL_CASES]
+    completions = [task.completion_for_scoring(e, text) for e, (_, text, _) in zip(examples, HUMANEVAL_CASES)]
+    return task.score_many(examples, completions, allow_code_eval=True)
+
+
+@pytest.mark.parametrize("index", range(len(HUMANEVAL_CASES)))
+def test_humaneval_scores(humaneval_scores, index: int) -> None:
+    _, text, verdict = HUMANEVAL_CASES[index]
+    score = humaneval_scores[index]
+    assert score.verdict == verdict, f"{text!r}: {score.detail}"
+    assert score.correct is (verdict == "passed")
+
+
+def test_humaneval_failure_names_the_failing_assert(humaneval_scores) -> None:
+    assert "assert candidate(2, 3) == 5" in humaneval_scores[3].detail
+
+
+def test_humaneval_is_not_evaluated_without_opt_in(monkeypatch) -> None:
+    monkeypatch.delenv("COS_BENCH_ALLOW_CODE_EVAL", raising=False)
+    task = get_task("humaneval")
+    example = Example("humaneval", "Toy/0", ADD_ROW)
+    (score,) = task.score_many([example], ["    return a + b\n"])
+    assert (score.correct, score.verdict) == (None, "not evaluated")
+    assert "--allow-code-eval" in score.detail and "COS_BENCH_ALLOW_CODE_EVAL=1" in score.detail
+
+
+def test_pass_at_k_by_problem() -> None:
+    from cos_bench.tasks.base import Score
+
+    ok, bad = Score(True, "", "passed", ""), Score(False, "", "failed", "")
+    ids = ["p1", "p1", "p2", "p2"]
+    assert pass_at_k_by_problem(ids, [ok, bad, bad, bad], k=1) == pytest.approx(0.25)
+    assert pass_at_k_by_problem(ids, [ok, bad, bad, bad], k=2) == pytest.approx(0.5)

@@ -1,0 +1,260 @@
+"""Tasks: the registry, loading (local files, subsets, errors), prompts and stop strings.
+
+Never touches the Hub: local data comes from ../shared/data, and the unreachable-Hub
+case replaces `datasets.load_dataset`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from cos_bench.errors import CosBenchError
+from cos_bench.tasks import PROMPT_FORMAT_VERSION, TASK_NAMES, DataSource, get_task, resolve_data_source
+from cos_bench.tasks.data import DATA_DIR_ENV
+
+DATA_DIR = Path(__file__).parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"offline data copies not found at {DATA_DIR}")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
+    """A real transformers tokenizer built offline, with a Qwen-style chat template."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def local() -> DataSource:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"offline data copies not found at {DATA_DIR}")
+    return resolve_data_source(DATA_DIR)
+
+
+# ---------------------------------------------------------------------------------- registry
+
+
+def test_get_task_by_name() -> None:
+    assert TASK_NAMES == ("humaneval", "gsm8k", "mmlu")
+    for name in TASK_NAMES:
+        assert get_task(name).name == name
+    assert get_task(" GSM8K ").name == "gsm8k"
+
+
+def test_unknown_task_lists_the_valid_names() -> None:
+    with pytest.raises(CosBenchError, match="unknown task 'mbpp': choose one of humaneval, gsm8k, mmlu"):
+        get_task("mbpp")
+
+
+# ---------------------------------------------------------------------------------- data source
+
+
+def test_data_source_option_then_environment_then_hub(tmp_path: Path, monkeypatch) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(other))
+    assert resolve_data_source(tmp_path).data_dir == tmp_path.resolve()
+    assert resolve_data_source(None).data_dir == other.resolve()
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert resolve_data_source(None) == DataSource(None)
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CosBenchError, match="does not exist: point it at a folder") as info:
+        resolve_data_source(tmp_path / "nope")
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+@needs_data
+def test_load_is_deterministic_with_limit_offset_and_seed(local: DataSource) -> None:
+    task = get_task("humaneval")
+    assert [e.example_id for e in task.load(local, limit=3)] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert [e.example_id for e in task.load(local, limit=2, offset=5)] == ["HumanEval/5", "HumanEval/6"]
+    first = [e.example_id for e in task.load(local, limit=10, seed=7)]
+    assert first == [e.example_id for e in task.load(local, limit=10, seed=7)]
+    assert first != [e.example_id for e in task.load(local, limit=10, seed=8)]
+    # offset pages through the same shuffled order
+    assert [e.example_id for e in task.load(local, limit=5, offset=5, seed=7)] == first[5:]
+    assert len(task.load(local, limit=None)) == 164
+
+
+@needs_data
+def test_gsm8k_loads_with_training_shots(local: DataSource) -> None:
+    examples = get_task("gsm8k").load(local, limit=4, seed=1)
+    assert len(examples) == 4 and all(e.example_id.startswith("gsm8k/test/") for e in examples)
+    assert len(examples[0].fewshot) == 5 and "####" in examples[0].fewshot[0]["answer"]
+
+
+@needs_data
+def test_mmlu_subject_filter_and_dev_shots(local: DataSource) -> None:
+    examples = get_task("mmlu").load(local, limit=None, subjects=["anatomy"])
+    assert len(examples) == 135  # the official anatomy test split
+    assert {e.row["subject"] for e in examples} == {"anatomy"}
+    assert len(examples[0].fewshot) == 5 and {s["subject"] for s in examples[0].fewshot} == {"anatomy"}
+
+
+@needs_data
+def test_unknown_mmlu_subject_lists_the_valid_ones(local: DataSource) -> None:
+    with pytest.raises(CosBenchError, match="unknown MMLU subject.*anatomy") as info:
+        get_task("mmlu").load(local, limit=1, subjects=["astrology"])
+    assert "astrology" in str(info.value) and "\n" not in str(info.value)
+
+
+@needs_data
+def test_bad_subset_arguments(local: DataSource) -> None:
+    task = get_task("humaneval")
+    with pytest.raises(CosBenchError, match="past the end of the 164 examples"):
+        task.load(local, limit=1, offset=164)
+    with pytest.raises(CosBenchError, match="limit must be at least 1"):
+        task.load(local, limit=0)
+    with pytest.raises(CosBenchError, match="subjects apply to mmlu only"):
+        task.load(local, limit=1, subjects=["anatomy"])
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_malformed_file_is_one_clear_error(tmp_path: Path) -> None:
+    write_lines(tmp_path / "gsm8k_test.jsonl", ['{"question": "q", "answer": "#### 1"}', '{"question": oops'])
+    with pytest.raises(CosBenchError, match=r"gsm8k_test.jsonl is not valid JSON Lines .*replace it") as info:
+        get_task("gsm8k").load(resolve_data_source(tmp_path), limit=1)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_gzip_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "humaneval_test.jsonl.gz").write_bytes(b"this is not gzip")
+    with pytest.raises(CosBenchError, match="is not valid JSON Lines"):
+        get_task("humaneval").load(resolve_data_source(tmp_path), limit=1)
+
+
+def test_missing_file_names_file_and_fix(tmp_path: Path) -> None:
+    with pytest.raises(CosBenchError, match=r"no gsm8k_test.jsonl.gz \(or .jsonl\) in .*: add it"):
+        get_task("gsm8k").load(resolve_data_source(tmp_path), limit=1)
+
+
+def test_missing_field_is_reported(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "humaneval_test.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"task_id": "HumanEval/0", "prompt": "def f():\n"}) + "\n")
+    with pytest.raises(CosBenchError, match="lacks the field"):
+        get_task("humaneval").load(resolve_data_source(tmp_path), limit=1)
+
+
+def test_unreachable_hub_says_what_to_do(monkeypatch) -> None:
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(CosBenchError, match=r"cannot load openai/gsm8k from the Hugging Face Hub") as info:
+        get_task("gsm8k").load(DataSource(None), limit=1)
+    assert "--data-dir" in str(info.value) and DATA_DIR_ENV in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- prompts
+
+
+@needs_data
+def test_base_prompts(local: DataSource) -> None:
+    humaneval = get_task("humaneval").load(local, limit=1)[0]
+    assert get_task("humaneval").build_prompt(humaneval, None, chat=False) == humaneval.row["prompt"]
+
+    gsm8k = get_task("gsm8k").load(local, limit=1)[0]
+    prompt = get_task("gsm8k").build_prompt(gsm8k, None, chat=False)
+    assert prompt.count("Question: ") == 6 and prompt.endswith(f"Question: {gsm8k.row['question']}\nAnswer:")
+    assert "<<" not in prompt and prompt.count("#### ") == 5
+
+    mmlu = get_task("mmlu").load(local, limit=1)[0]
+    prompt = get_task("mmlu").build_prompt(mmlu, None, chat=False)
+    assert prompt.startswith("The following are multiple choice questions (with answers) about abstract algebra.\n\n")
+    last_choice = mmlu.row["choices"][3]
+    assert prompt.count("\nAnswer: ") == 5 and prompt.endswith(f"\nD. {last_choice}\nAnswer:")
+
+
+@needs_data
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_chat_prompts_use_the_template(local: DataSource, tokenizer, name: str) -> None:
+    task = get_task(name)
+    example = task.load(local, limit=1)[0]
+    prompt = task.build_prompt(example, tokenizer, chat=True)
+    assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_start|>assistant\n")
+    key = "prompt" if name == "humaneval" else "question"
+    assert example.row[key].strip() in prompt
+    assert "Answer: " not in prompt  # no few-shot exemplars in chat prompts
+
+
+def test_chat_prompt_needs_a_chat_template() -> None:
+    row = {"question": "1+1?", "answer": "#### 2"}
+    from cos_bench.tasks.base import Example
+
+    with pytest.raises(CosBenchError, match="no chat template: turn chat prompts off"):
+        get_task("gsm8k").build_prompt(Example("gsm8k", "x", row), make_tokenizer(None), chat=True)
+
+
+def test_stop_strings_per_task_and_prompt_kind() -> None:
+    humaneval = get_task("humaneval")
+    assert humaneval.stop_strings_for(chat=False) == ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+    assert not any("def" in s for s in humaneval.stop_strings_for(chat=True))  # would cut the code block
+    assert "Question:" in get_task("gsm8k").stop_strings_for(chat=False)
+    assert get_task("mmlu").stop_strings_for(chat=False) == ("\n",)
+
+
+def test_prompt_format_names_the_version() -> None:
+    assert get_task("mmlu").prompt_format(chat=True) == f"{PROMPT_FORMAT_VERSION}/mmlu/chat"
+    assert get_task("gsm8k").prompt_format(chat=False) == f"{PROMPT_FORMAT_VERSION}/gsm8k/base"
+
+
+# If this fails, a prompt changed: bump PROMPT_FORMAT_VERSION in tasks/base.py and record the
+# new digest here, so results made with the old prompts are never mixed with new ones.
+PROMPT_DIGESTS = {"2026.11-1": "138fc871d6646f08"}
+
+
+@needs_data
+def test_prompt_text_is_pinned_to_the_version(local: DataSource, tokenizer) -> None:
+    digest = hashlib.sha256()
+    for name in TASK_NAMES:
+        task = get_task(name)
+        example = task.load(local, limit=1)[0]
+        for chat in (False, True):
+            digest.update(task.build_prompt(example, tokenizer, chat=chat).encode())
+        digest.update(repr((task.stop_strings, task.chat_stop_strings)).encode())
+    assert PROMPT_DIGESTS.get(PROMPT_FORMAT_VERSION) == digest.hexdigest()[:16], (
+        f"prompts changed: bump PROMPT_FORMAT_VERSION and pin {digest.hexdigest()[:16]}"
+    )
+
+
+# ---------------------------------------------------------------------------------- completions
+
+
+def test_completion_for_scoring_humaneval_variants() -> None:
+    from cos_bench.tasks.base import Example
+
+    row = {"prompt": "def f(x):\n    '''Double.'''\n", "entry_point": "f"}
+    example = Example("humaneval", "Toy/0", row)
+    task = get_task("humaneval")
+    assert task.completion_for_scoring(example, "    return 2 * x\n\n\ndef g():\n    pass") == "    return 2 * x\n\n"
+    fenced = "Sure!\n```python\ndef f(x):\n    return 2 * x\n\nif __name__ == '__main__':\n    print(f(2))\n```\nDone."
+    assert task.completion_for_scoring(example, fenced) == "def f(x):\n    return 2 * x\n"
+    prose = "Here is the code:\nimport math\ndef f(x):\n    return 2 * x\n"
+    assert task.completion_for_scoring(example, prose) == "import math\ndef f(x):\n    return 2 * x\n"
