@@ -1,0 +1,166 @@
+"""The speculative engine shared by `sd` and `cos` (DESIGN.md §2–3).
+
+State: the committed transcript, a list of pending draft tokens beyond it,
+and per model the logits it has computed for pending positions. A pending
+position is verified as soon as every model has logits for it: the target is
+the combination rule over all of them, the draft distribution is that of the
+model that drafted it. Any rejection discards every pending draft and stored
+logit, and each model's cache is cropped back to what was committed; a model's
+cache may lag the committed sequence (a draft it produced but never fed back)
+and catches up on its next call.
+
+The methods differ only in what happens after a verifying pass:
+  * `sd`  — nothing: the default proposer drafts again (Naive-CoS).
+  * `cos` — the model that just scored turns its extra next-position
+    distribution into a bonus draft and proposes γ_i − 1 more (the alternate
+    proposal framework; with n models, Algorithm 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cos_bench.core.combine import model_probs
+from cos_bench.core.records import DecodeResult
+from cos_bench.core.runner import ModelRunner
+from cos_bench.core.sampling import sample, verify_block
+from cos_bench.core.settings import DecodeSettings
+from cos_bench.core.stopping import StopRule
+from cos_bench.core.transcript import DraftCounters, Transcript, finish
+
+
+@dataclass(frozen=True)
+class PendingDraft:
+    drafter: int  # index of the model that drafted it
+    draft_probs: torch.Tensor  # [V] the distribution it was drawn from
+    bonus: bool  # drawn from a verifier's extra distribution (cos)
+    run_position: int  # 1-based position within its proposal run
+
+
+class SpeculativeEngine:
+    def __init__(
+        self,
+        runners: Sequence[ModelRunner],
+        prompt_ids: torch.Tensor,
+        settings: DecodeSettings,
+        stop: StopRule,
+        generator: torch.Generator | None,
+    ):
+        for runner in runners:
+            runner.reset()
+        self.runners = runners
+        self.settings = settings
+        self.generator = generator
+        self.transcript = Transcript(prompt_ids, stop)
+        self.pending: list[PendingDraft] = []
+        self.logits: list[dict[int, torch.Tensor]] = [{} for _ in runners]  # per model: position -> [V]
+        self.counters = [DraftCounters() for _ in runners]
+        self.corrections = 0
+
+    # -- feeding -----------------------------------------------------------------------------
+
+    @property
+    def frontier(self) -> int:
+        """First position past the pending drafts."""
+        return self.transcript.length + len(self.pending)
+
+    def catch_up(self, index: int, end: int) -> None:
+        """Feed model `index` everything up to position `end` (exclusive) in one pass,
+        storing its logits for every position from the committed length to `end`."""
+        runner = self.runners[index]
+        start = runner.cache_len
+        assert start < end, "a model is only fed when it lacks logits for a position"
+        first_wanted = max(start + 1, self.transcript.length)
+        logits = runner.feed(self.transcript.tokens[start:end], keep=end - first_wanted + 1)  # [keep, V]
+        store = self.logits[index]
+        for offset, position in enumerate(range(first_wanted, end + 1)):
+            store[position] = logits[offset]
+
+    def draft(self, index: int, count: int, bonus_first: bool) -> None:
+        """Model `index` proposes up to `count` tokens (never past max_new_tokens)."""
+        count = min(count, self.transcript.remaining - len(self.pending))
+        for step in range(count):
+            position = self.frontier
+            if position not in self.logits[index]:
+                self.catch_up(index, position)
+            draft_probs = model_probs(self.logits[index][position], self.settings.temperature)
+            self.transcript.tokens[position] = sample(draft_probs, self.generator)
+            bonus = bonus_first and step == 0
+            self.pending.append(PendingDraft(index, draft_probs, bonus, step + 1))
+            self.counters[index].count_draft(step + 1, bonus)
+
+    def next_scorer(self) -> int:
+        """The model with the fewest stored distributions for the pending drafts (first index on ties)."""
+        positions = range(self.transcript.length, self.frontier)
+        held = [sum(p in store for p in positions) for store in self.logits]
+        return held.index(min(held))
+
+    def score(self, index: int) -> None:
+        """One forward pass over every pending draft the model has not seen (also yields its next-position logits)."""
+        self.catch_up(index, self.frontier)
+
+    # -- verification ------------------------------------------------------------------------
+
+    def verifiable(self) -> int:
+        """How many leading pending drafts every model has logits for."""
+        start = self.transcript.length
+        count = 0
+        while count < len(self.pending) and all(start + count in store for store in self.logits):
+            count += 1
+        return count
+
+    def verify(self) -> bool:
+        """Verify the leading fully-scored drafts; commit what passes. True on a rejection."""
+        k = self.verifiable()
+        if k == 0:
+            return False
+        start = self.transcript.length
+        positions = range(start, start + k)
+        per_model = [torch.stack([store[p] for p in positions]) for store in self.logits]  # n × [k, V]
+        target_probs = self.settings.rule.combine(per_model, self.settings.temperature)  # [k, V]
+        drafts = self.pending[:k]
+        draft_probs = torch.stack([d.draft_probs for d in drafts])  # [k, V]
+        verdict = verify_block(self.transcript.tokens[start : start + k], draft_probs, target_probs, self.generator)
+        for draft, overlap in zip(drafts, verdict.overlaps):
+            self.counters[draft.drafter].verified += 1
+            self.counters[draft.drafter].alpha_sum += overlap
+        accepted_ids = self.transcript.tokens[start : start + verdict.n_accepted].tolist()
+        for draft, token in zip(drafts, accepted_ids):
+            self.counters[draft.drafter].count_accept(draft.run_position, draft.bonus)
+            self.pending.pop(0)
+            for store in self.logits:
+                store.pop(self.transcript.length, None)
+            if self.transcript.commit(token, write=False):
+                return False
+        if verdict.correction is None:
+            return False
+        self.reject(verdict.correction)
+        return True
+
+    def reject(self, correction: int) -> None:
+        """Drop every pending draft and stored logit, crop caches, commit the replacement."""
+        rejected_at = self.transcript.length
+        self.pending.clear()
+        for runner, store in zip(self.runners, self.logits):
+            store.clear()
+            runner.crop(min(runner.cache_len, rejected_at))
+        self.corrections += 1
+        self.transcript.commit(correction)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, method: str, alternate: bool) -> DecodeResult:
+        settings = self.settings
+        while self.transcript.stop_reason is None:
+            if not self.pending:
+                self.draft(settings.proposer, settings.gammas[settings.proposer], bonus_first=False)
+                continue
+            scorer = self.next_scorer()
+            self.score(scorer)
+            rejected = self.verify()
+            if alternate and not rejected and self.transcript.stop_reason is None:
+                self.draft(scorer, settings.gammas[scorer], bonus_first=True)
+        return finish(method, self.transcript, self.runners, self.counters, corrections=self.corrections)
