@@ -3,19 +3,20 @@
 Every program is untrusted. Each one runs in its own subprocess through a small
 launcher (this very file, run as a script) that:
 
-- starts in its own process group, in a fresh working directory, with a scrubbed
-  environment and resource limits (CPU seconds, address space, file size,
-  open files, process count; no core files);
-- as root, runs the program as a fresh unprivileged uid/gid from a range that
-  nothing else uses, with no supplementary groups, so that RLIMIT_NPROC binds, it
-  cannot signal or read our processes, and afterwards every process of that uid
-  can be killed without hitting anyone else's;
+- starts it in a new session and process group (no controlling terminal), in a fresh
+  working directory, with a scrubbed environment and resource limits (CPU seconds,
+  address space, file size, open files, process count; no core files);
+- as root, runs it as a fresh unprivileged uid/gid from a range that nothing else
+  uses, with no supplementary groups and no_new_privs, so that RLIMIT_NPROC binds, it
+  cannot signal or read our processes, and afterwards every process of that uid can
+  be killed without hitting anyone else's;
 - where the kernel allows (root, or an unprivileged user namespace), gives it new
-  network, PID, IPC and mount namespaces: no network at all (not even loopback),
-  no view of other processes (and when its first process exits, the kernel kills
-  every process it left behind), the whole filesystem read-only except private,
-  size-capped tmpfs mounts on /tmp, /var/tmp and /dev/shm, which hold the working
-  directory and vanish with the namespace;
+  network, PID, IPC and mount namespaces: no network at all (not even loopback); no
+  view of other processes, under a small init that exits with the program, whereupon
+  the kernel kills every process the program left behind; the whole filesystem
+  read-only, with fresh size-capped tmpfs mounts on /tmp (which holds the working
+  directory), /var/tmp and /dev/shm, and empty ones on /run (service sockets) and
+  /dev/pts (terminals); all of it vanishes with the namespace;
 - kills the program's whole process group at the wall-clock timeout.
 
 Which of these layers this machine allows is probed once (`sandbox_isolation`)
@@ -40,6 +41,7 @@ import select
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 CODE_EVAL_ENV = "COS_BENCH_ALLOW_CODE_EVAL"
@@ -112,9 +114,9 @@ def require_code_eval_opt_in(allow: bool = False) -> None:
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c passed (Chen et al. 2021): 1 - C(n-c, k)/C(n, k)."""
-    if n < 1 or not 0 <= c <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and n >= 1, got n={n}, c={c}")
-    if not 1 <= k <= n:
+    if n < 1 or not 0 <= c <= n or k < 1:
+        raise ValueError(f"pass_at_k needs n >= 1, 0 <= c <= n and k >= 1, got n={n}, c={c}, k={k}")
+    if k > n:
         raise _error(f"pass@{k} needs at least {k} samples per problem, got {n}: sample more or lower k")
     if n - c < k:
         return 1.0
@@ -123,7 +125,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def run_programs(
-    programs: list[str] | tuple[str, ...],
+    programs: Sequence[str],
     timeout_s: float = 10.0,
     workers: int | None = None,
     allow: bool = False,
@@ -279,7 +281,7 @@ def _launch(host_dir: str, spec: dict, timeout_s: float) -> tuple[dict, str]:
                 stdout=subprocess.DEVNULL,  # unbounded output must not fill our memory
                 stderr=stderr_file,  # a file, bounded by the program's RLIMIT_FSIZE
                 pass_fds=(write_fd,),
-                process_group=0,
+                start_new_session=True,  # own process group, and no controlling terminal to type into
             )
             os.close(write_fd)
             write_fd = -1
@@ -485,12 +487,27 @@ _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
 _CLONE_NEWNET = 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_STRICTATIME = 32, 4096, 16384, 1 << 18, 1 << 24
-_MS_NOATIME, _MS_RELATIME = 1024, 4096
-_KEPT_MOUNT_FLAGS = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | 16 | 64 | _MS_NOATIME | 2048 | _MS_RELATIME
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_SYNCHRONOUS = 1, 2, 4, 8, 16
+_MS_REMOUNT, _MS_MANDLOCK, _MS_NOATIME, _MS_NODIRATIME, _MS_BIND = 32, 64, 1024, 2048, 4096
+_MS_REC, _MS_RELATIME, _MS_PRIVATE, _MS_STRICTATIME = 16384, 1 << 21, 1 << 18, 1 << 24
+# A bind remount must repeat these (statvfs reports them with the same bit values).
+_KEPT_MOUNT_FLAGS = (
+    _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_SYNCHRONOUS | _MS_MANDLOCK | _MS_NOATIME | _MS_NODIRATIME
+)
+_ST_RELATIME = 4096  # statvfs's bit for relatime differs from the mount flag's
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
+# Fresh tmpfs mounts in the namespace: (path, size in bytes or None for the limit, mode). The
+# writable scratch places become private; /run (service sockets: docker, dbus) and /dev/pts
+# (terminals a same-uid program could type into) become empty.
+_PRIVATE_MOUNTS = (
+    ("/tmp", None, "1777"),
+    ("/var/tmp", 16 << 20, "1777"),
+    ("/dev/shm", 16 << 20, "1777"),
+    ("/run", 1 << 20, "755"),
+    ("/dev/pts", 1 << 20, "755"),
+)
 
 
 def _launcher_main(spec: dict) -> None:
@@ -499,6 +516,9 @@ def _launcher_main(spec: dict) -> None:
     _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the benchmark
     try:
         program = _enter_namespaces(spec["mode"])
+        # Not dumpable (only now: the uid map above needs our /proc files to be ours): a program
+        # running as our own uid (no root) cannot ptrace us, or the init below, to forge a report.
+        _libc("prctl", _PR_SET_DUMPABLE, 0, 0, 0, 0)
     except OSError as exc:
         _report(report_fd, {"setup_error": str(exc)})
         return
@@ -572,11 +592,12 @@ def _serve_as_init(program_pid: int, report_fd: int) -> None:
 
 def _isolate_filesystem(program: bytes, expose: list[str], tmpfs_bytes: int, uid: int | None) -> None:
     _libc("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # nothing below propagates to the host
-    hidden = [(path, os.open(path, os.O_PATH)) for path in expose if _blocked_ancestor(path)]
+    # Paths the interpreter needs that the steps below would hide: open them now, bind them back after.
+    hidden = [(path, os.open(path, os.O_PATH)) for path in expose if _blocked_ancestor(path) or _privatized(path)]
     _remount_all_read_only()
-    for path, size in (("/tmp", tmpfs_bytes), ("/var/tmp", 16 << 20), ("/dev/shm", 16 << 20)):
-        if os.path.isdir(path):
-            options = f"size={size},mode=1777".encode()
+    for path, size, mode in _PRIVATE_MOUNTS:
+        if os.path.isdir(path) and not os.path.islink(path):
+            options = f"size={size or tmpfs_bytes},mode={mode}".encode()
             _libc("mount", b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
     _expose_paths(hidden)
     # A fresh /proc shows only this PID namespace: no other process's environment or command line.
@@ -591,6 +612,11 @@ def _isolate_filesystem(program: bytes, expose: list[str], tmpfs_bytes: int, uid
     os.chdir(_SANDBOX_DIR)
 
 
+def _privatized(path: str) -> bool:
+    """Whether path lies under one of the fresh mounts (e.g. a virtualenv in /tmp)."""
+    return any(path == mount or path.startswith(mount + "/") for mount, _, _ in _PRIVATE_MOUNTS)
+
+
 def _blocked_ancestor(path: str) -> str | None:
     """The first directory above path that others may not enter (e.g. /root, mode 0700), if any."""
     parts = path.strip("/").split("/")
@@ -602,10 +628,11 @@ def _blocked_ancestor(path: str) -> str | None:
 
 
 def _expose_paths(hidden: list[tuple[str, int]]) -> None:
-    """Cover each blocking ancestor with an empty enterable tmpfs and bind just the needed path back.
+    """Bind each needed path back: under a fresh private mount, or under an empty enterable tmpfs
+    laid over its blocking ancestor.
 
     An interpreter installed under /root is then reachable by the unprivileged uid, while the
-    rest of /root stays invisible.
+    rest of /root stays invisible; a virtualenv in /tmp survives the private /tmp.
     """
     covered: set[str] = set()
     for path, fd in hidden:
@@ -636,8 +663,11 @@ def _remount_all_read_only() -> None:
 
 def _mount_flags(path: str) -> int:
     """The flags a bind remount must keep (the kernel refuses to drop locked ones)."""
-    flags = os.statvfs(path).f_flag & _KEPT_MOUNT_FLAGS
-    if not flags & (_MS_NOATIME | _MS_RELATIME):
+    statvfs_flags = os.statvfs(path).f_flag
+    flags = statvfs_flags & _KEPT_MOUNT_FLAGS
+    if statvfs_flags & _ST_RELATIME:
+        flags |= _MS_RELATIME
+    elif not flags & _MS_NOATIME:
         flags |= _MS_STRICTATIME
     return flags
 
