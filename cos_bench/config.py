@@ -372,9 +372,10 @@ def _parse_methods(
 ) -> tuple[str, ...]:
     methods = _parse_choices(origin, "methods", value, METHODS)
     if "hf-ensemble" in methods:
-        cd = [c.label for c in combinations if c.rule == "cd"]
-        if len(names) != 2 or cd:
-            found = f"{len(names)} models" if len(names) != 2 else f"cd combination {cd[0]!r}"
+        # The peer baseline exists for 2-model WE only; the runner skips it for cd combinations.
+        has_we = any(c.rule == "we" for c in combinations)
+        if len(names) != 2 or not has_we:
+            found = f"{len(names)} models" if len(names) != 2 else "no we combination"
             raise _fail(
                 origin, "methods",
                 f"hf-ensemble supports only 2-model we combinations (found {found}); drop hf-ensemble from methods",

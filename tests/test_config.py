@@ -108,6 +108,10 @@ def test_config_is_frozen():
 # --------------------------------------------------------------------------- rejections
 
 
+def cd2():
+    return [{"rule": "cd", "mu": 0.1, "expert": BASE["models"][1]["name"], "amateur": BASE["models"][0]["name"]}]
+
+
 def cd3():
     return [{"rule": "cd", "mu": 0.1, "expert": "a", "amateur": "b"}]
 
@@ -151,7 +155,7 @@ REJECTIONS = {
     "unknown method": (base(methods=["vanilla", "medusa"]), "methods[1]"),
     "duplicate method": (base(methods=["cos", "cos"]), "methods[1]"),
     "unknown task": (base(tasks=["humaneval", "cnndm"]), "tasks[1]"),
-    "hf-ensemble with cd": (base(methods=["vanilla", "hf-ensemble"]), "methods"),
+    "hf-ensemble with cd only": (base(combinations=cd2(), methods=["vanilla", "hf-ensemble"]), "methods"),
     "hf-ensemble with 3 models": (base(models=THREE_MODELS, combinations=[{"rule": "we"}], methods=["hf-ensemble"]), "methods"),
     "bad paper setting": (base(paper_setting="gpt4-we"), "paper_setting"),
     "bad dtype": (base(dtype="int8"), "dtype"),

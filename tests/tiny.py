@@ -72,3 +72,44 @@ class TableRunner:
 
     def stats(self) -> ForwardStats:
         return ForwardStats(self.calls, self.tokens, 0.0)
+
+
+SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+
+
+def word_tokenizer(words: list[str]):
+    """A whitespace word-level tokenizer; unknown words map to <unk>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<unk>", *words])}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    return tokenizer
+
+
+TASK_WORDS = "def return if else for in the of a to is and x y n 1 2 3 4 5 6 7 8 9 0 ( ) : + - = # The answer".split()
+
+
+def save_tiny_pair(folder) -> tuple:
+    """A small and a larger random Qwen2 model sharing one tokenizer, saved like Hub checkouts."""
+    from pathlib import Path
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = Path(folder)
+    tokenizer = word_tokenizer(TASK_WORDS)
+    paths = []
+    for name, layers, seed in (("small", 1, 0), ("large", 3, 1)):
+        torch.manual_seed(seed)
+        config = Qwen2Config(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            initializer_range=0.3, eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        path = folder / name
+        Qwen2ForCausalLM(config).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths.append(path)
+    return tuple(paths)

@@ -1,0 +1,214 @@
+"""The command line: parses options and calls one function each. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from cos_bench.config import DEFAULT_CONFIG_PATH, ExperimentConfig, apply_overrides, load_config
+from cos_bench.errors import CosBenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="Benchmark collaborative decoding via speculation (CoS) against vanilla collaborative decoding.",
+)
+# Piped or captured output has no terminal width: give the summary table room instead of 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input becomes one `error:` line and exit code 2; Ctrl-C leaves results valid and says how to resume."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CosBenchError as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: every finished record is saved; rerun the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def split_list(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CosBenchError(f"{what}: {text!r} is not a number; write e.g. 0.5") from None
+
+
+def parse_gamma(values: Optional[list[str]], grid: bool = False) -> Optional[dict[str, Any]]:
+    """`--gamma small=5` (run) or `--gamma small=1,3,5` (sweep) -> {name: value(s)}."""
+    if not values:
+        return None
+    gammas: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not raw:
+            raise CosBenchError(f"--gamma {item!r}: write MODEL=N (e.g. --gamma small=5)")
+        numbers = [int(parse_number(x, f"--gamma {name}")) for x in raw.split(",")]
+        gammas[name.strip()] = numbers if grid else numbers[0]
+    return gammas
+
+
+def resolve_config(config: Optional[Path], overrides: dict[str, Any]) -> ExperimentConfig:
+    path = config or DEFAULT_CONFIG_PATH
+    cfg = load_config(path)
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return apply_overrides(cfg, given) if given else cfg
+
+
+def common_overrides(
+    limit: Optional[int],
+    tasks: Optional[str],
+    methods: Optional[str],
+    temperature: Optional[float],
+    max_new_tokens: Optional[int],
+    repeats: Optional[int],
+    seed: Optional[int],
+    gamma: Optional[list[str]],
+    proposer: Optional[str],
+    device: Optional[str],
+    dtype: Optional[str],
+    data_dir: Optional[str],
+    allow_code_eval: bool,
+    warmup: Optional[int],
+) -> dict[str, Any]:
+    return {
+        "limit": limit,
+        "tasks": split_list(tasks),
+        "methods": split_list(methods),
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "repeats": repeats,
+        "seed": seed,
+        "gamma": parse_gamma(gamma),
+        "proposer": proposer,
+        "device": device,
+        "dtype": dtype,
+        "data_dir": data_dir,
+        "allow_code_eval": True if allow_code_eval else None,
+        "warmup": warmup,
+    }
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment YAML (default: configs/default.yaml).")
+OutOpt = typer.Option(None, "--out", "-o", help="Results folder (default: results/<config name>). Rerunning resumes it.")
+LimitOpt = typer.Option(None, "--limit", help="Examples per task.")
+TasksOpt = typer.Option(None, "--tasks", help="Comma list: humaneval,gsm8k,mmlu.")
+MethodsOpt = typer.Option(None, "--methods", help="Comma list: vanilla,sd,cos,hf-ensemble.")
+TempOpt = typer.Option(None, "--temperature", "-t", help="0 = greedy.")
+MaxNewOpt = typer.Option(None, "--max-new-tokens", help="Generation limit per example.")
+RepeatsOpt = typer.Option(None, "--repeats", help="Timed repeats per example.")
+SeedOpt = typer.Option(None, "--seed", help="Subset shuffling and sampling seed.")
+GammaOpt = typer.Option(None, "--gamma", help="Draft length per model, MODEL=N; repeatable.")
+ProposerOpt = typer.Option(None, "--proposer", help="Default proposer (a model name from the config).")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N, mps, multi-gpu.")
+DtypeOpt = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16.")
+DataOpt = typer.Option(None, "--data-dir", help="Local folder of the datasets' JSONL files (else $COS_BENCH_DATA_DIR, else the Hub).")
+CodeEvalOpt = typer.Option(False, "--allow-code-eval", help="Run model-written code (HumanEval) in the sandbox.")
+WarmupOpt = typer.Option(None, "--warmup", help="Untimed warm-up decodes per method.")
+
+
+@app.command()
+@user_errors
+def run(
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = OutOpt,
+    limit: Optional[int] = LimitOpt,
+    tasks: Optional[str] = TasksOpt,
+    methods: Optional[str] = MethodsOpt,
+    temperature: Optional[float] = TempOpt,
+    max_new_tokens: Optional[int] = MaxNewOpt,
+    repeats: Optional[int] = RepeatsOpt,
+    seed: Optional[int] = SeedOpt,
+    gamma: Optional[list[str]] = GammaOpt,
+    proposer: Optional[str] = ProposerOpt,
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+    data_dir: Optional[str] = DataOpt,
+    allow_code_eval: bool = CodeEvalOpt,
+    warmup: Optional[int] = WarmupOpt,
+) -> None:
+    """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
+    from cos_bench.bench import run_experiment
+
+    overrides = common_overrides(limit, tasks, methods, temperature, max_new_tokens, repeats, seed, gamma, proposer, device, dtype, data_dir, allow_code_eval, warmup)
+    cfg = resolve_config(config, overrides)
+    run_experiment(cfg, out or Path("results") / cfg.name, console)
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep folder (default: results/sweep-<config name>)."),
+    lambdas: Optional[str] = typer.Option(None, "--lambda", help="Grid of the first model's WE weight, e.g. 0.2,0.5,0.8."),
+    mus: Optional[str] = typer.Option(None, "--mu", help="Grid of CD μ, e.g. 0.1,0.5."),
+    gamma_grid: Optional[list[str]] = typer.Option(None, "--gamma-grid", help="Grid per model, MODEL=1,3,5; repeatable."),
+    temperatures: Optional[str] = typer.Option(None, "--temperatures", help="Grid, e.g. 0,1."),
+    proposers: Optional[str] = typer.Option(None, "--proposers", help="Proposer orders, e.g. small,large."),
+    limit: Optional[int] = LimitOpt,
+    tasks: Optional[str] = TasksOpt,
+    methods: Optional[str] = MethodsOpt,
+    max_new_tokens: Optional[int] = MaxNewOpt,
+    repeats: Optional[int] = RepeatsOpt,
+    seed: Optional[int] = SeedOpt,
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+    data_dir: Optional[str] = DataOpt,
+    allow_code_eval: bool = CodeEvalOpt,
+    warmup: Optional[int] = WarmupOpt,
+) -> None:
+    """Run a grid over λ, μ, γ, temperature and proposer order: one results folder per cell, plus plots."""
+    from cos_bench.bench import run_sweep
+
+    overrides = common_overrides(limit, tasks, methods, None, max_new_tokens, repeats, seed, None, None, device, dtype, data_dir, allow_code_eval, warmup)
+    grid = {
+        "lambda": [parse_number(x, "--lambda") for x in split_list(lambdas)] if lambdas else None,
+        "mu": [parse_number(x, "--mu") for x in split_list(mus)] if mus else None,
+        "gamma": parse_gamma(gamma_grid, grid=True),
+        "temperature": [parse_number(x, "--temperatures") for x in split_list(temperatures)] if temperatures else None,
+        "proposer": split_list(proposers),
+    }
+    grid = {key: value for key, value in grid.items() if value}
+    cfg = resolve_config(config, overrides)
+    if grid:
+        cfg = apply_overrides(cfg, {"sweep": grid})
+    run_sweep(cfg, out or Path("results") / f"sweep-{cfg.name}", console)
+
+
+@app.command()
+@user_errors
+def report(
+    folders: list[Path] = typer.Argument(..., help="Results folders (or sweep folders) to tabulate."),
+    out: Path = typer.Option(Path("results/report"), "--out", "-o", help="Where to write summary.csv, summary.md and plots."),
+) -> None:
+    """Turn stored results into CSV and Markdown tables and PNG plots."""
+    from cos_bench.bench import sweep_folders
+    from cos_bench.metrics import summarize
+    from cos_bench.report import render_console_table, write_report
+    from cos_bench.storage import load_records
+
+    expanded = [cell for folder in folders for cell in sweep_folders(folder)]
+    paths = write_report(expanded, out)
+    console.print(render_console_table(summarize(load_records(expanded))))
+    console.print(f"wrote {paths.summary_md}, {paths.summary_csv} and plots in {out}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])
