@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -60,7 +59,8 @@ def tag() -> str:
 
 
 def tagged(program: str, name: str) -> str:
-    prelude = f"import ctypes\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME, inherited by forks\n"
+    # PR_SET_NAME (15): the name every fork inherits.
+    prelude = f"import ctypes\nctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)\n"
     return prelude + textwrap.dedent(program)
 
 
@@ -125,9 +125,9 @@ def test_verdicts_in_order(isolation: Isolation) -> None:
 
 
 def test_cpu_limit_is_a_timeout() -> None:
-    (verdict,) = run_programs(["while True:\n    pass"], timeout_s=10.0, allow=True, limits=Limits(cpu_s=1))
+    # A generous wall clock: on a busy machine one CPU second can take several.
+    (verdict,) = run_programs(["while True:\n    pass"], timeout_s=60.0, allow=True, limits=Limits(cpu_s=1))
     assert verdict.status == "timed out" and "CPU time limit of 1s" in verdict.reason
-    assert verdict.duration_s < 8
 
 
 def test_programs_run_in_parallel() -> None:
@@ -139,12 +139,16 @@ def test_programs_run_in_parallel() -> None:
 
 def test_environment_is_scrubbed(monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
-    program = "import os\nassert 'HF_TOKEN' not in os.environ, 'leaked'\nassert set(os.environ) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE'}, sorted(os.environ)"
+    program = (
+        "import os\n"
+        "assert 'HF_TOKEN' not in os.environ, 'leaked'\n"
+        "assert set(os.environ) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE'}, sorted(os.environ)\n"
+    )
     assert run_programs([program], allow=True)[0].status == "passed"
 
 
 def test_working_directory_is_fresh_and_writable() -> None:
-    program = "import os\nassert sorted(os.listdir('.')) == ['program.py'], os.listdir('.')\nopen('out.txt', 'w').write('x')"
+    program = "import os\nassert os.listdir('.') == ['program.py'], os.listdir('.')\nopen('out.txt', 'w').write('x')"
     first, second = run_programs([program, program], allow=True)
     assert (first.status, second.status) == ("passed", "passed"), (first, second)
 

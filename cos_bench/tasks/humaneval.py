@@ -34,7 +34,10 @@ _CHAT_INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function, including "
     "its signature and any imports it needs, in a single ```python code block.\n\n```python\n{prompt}```"
 )
-_FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE)
+# An opening fence (maybe tagged python) to a closing fence, or to the end of a truncated reply.
+_FENCED = re.compile(
+    r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE
+)
 _TOP_LEVEL_CODE = re.compile(r"^(?:from\s+\S+\s+import|import\s|def\s|class\s|@)", re.MULTILINE)
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==", re.MULTILINE)
 

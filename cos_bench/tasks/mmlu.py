@@ -89,10 +89,12 @@ class MMLU(Task):
         for row in load_rows(source, DEV):
             shots_by_subject.setdefault(row["subject"], []).append(row)
         chosen = [indices[i] for i in select_rows(len(indices), limit, offset, seed)]
-        return [
-            Example(self.name, f"mmlu/{rows[i]['subject']}/{i}", rows[i], tuple(shots_by_subject.get(rows[i]["subject"], ())))
-            for i in chosen
-        ]
+        examples = []
+        for i in chosen:
+            subject = rows[i]["subject"]
+            shots = tuple(shots_by_subject.get(subject, []))
+            examples.append(Example(self.name, f"mmlu/{subject}/{i}", rows[i], shots))
+        return examples
 
     def build_prompt(self, example: Example, tokenizer: Any, chat: bool) -> str:
         row = example.row
