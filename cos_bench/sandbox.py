@@ -9,7 +9,8 @@ launcher (this very file, run as a script) that:
 - as root, runs it as a fresh unprivileged uid/gid from a range that nothing else
   uses, with no supplementary groups and no_new_privs, so that RLIMIT_NPROC binds, it
   cannot signal or read our processes, and afterwards every process of that uid can
-  be killed without hitting anyone else's;
+  be killed without hitting anyone else's; where a cgroup v1 memory controller is
+  writable, all its processes together also share one memory cap;
 - where the kernel allows (root, or an unprivileged user namespace), gives it new
   network, PID, IPC and mount namespaces: no network at all (not even loopback); no
   view of other processes, under a small init that exits with the program, whereupon
@@ -75,6 +76,9 @@ class Limits:
     processes: int = 64  # RLIMIT_NPROC for its uid: bounds a fork bomb
     open_files: int = 256
     tmpfs_bytes: int = 64 << 20  # size of the private /tmp (and its working directory)
+    # All its processes together, tmpfs files included, where a memory cgroup can be made:
+    # without one, a fork bomb of memory hogs could take processes x memory_bytes.
+    total_memory_bytes: int = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Isolation:
     drop_privileges: bool  # runs as a fresh unprivileged uid (only possible as root)
     namespaces: bool  # own network (none), PID, IPC and mount namespaces; read-only filesystem
     note: str
+    memory_cgroup: bool = False  # programs get a memory cgroup capped at Limits.total_memory_bytes
 
     @property
     def mode(self) -> str:
@@ -176,8 +181,11 @@ def _probe_isolation() -> Isolation:
     for candidate in candidates:
         verdict = _run_one("", 30.0, Limits(), candidate)
         if verdict.status == "passed":
+            cgroup = candidate.drop_privileges and _memory_cgroup_works()
+            if not cgroup:
+                problems.append("no memory cgroup, so memory is capped per process only")
             note = "; ".join([*problems, candidate.note] if candidate.note else problems)
-            return Isolation(candidate.drop_privileges, candidate.namespaces, note)
+            return Isolation(candidate.drop_privileges, candidate.namespaces, note, cgroup)
         problems.append(f"{candidate.mode} sandbox unavailable ({verdict.reason})")
     if root:
         raise _error(
@@ -197,6 +205,7 @@ def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolatio
 
     start = time.monotonic()
     uid = _claim_uid() if isolation.drop_privileges else None
+    cgroup = _make_memory_cgroup(f"cos-bench-{uid}", limits.total_memory_bytes) if isolation.memory_cgroup else None
     host_dir = tempfile.mkdtemp(prefix="cos-bench-sandbox-")
     try:
         program_path = os.path.join(host_dir, _PROGRAM_FILE)
@@ -205,18 +214,25 @@ def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolatio
         if uid is not None and not isolation.namespaces:
             os.chown(host_dir, uid, uid)  # it runs in place, as that uid
             os.chown(program_path, uid, uid)
-        report, stderr_tail = _launch(host_dir, _launch_spec(timeout_s, limits, isolation, uid), timeout_s)
+        spec = _launch_spec(timeout_s, limits, isolation, uid, cgroup)
+        report, stderr_tail = _launch(host_dir, spec, timeout_s)
     finally:
         leftovers = _kill_uid(uid) if uid is not None else 0
         _release_uid(uid)
         _remove_tree(host_dir)
+        oom_kills = _remove_cgroup(cgroup) if cgroup else 0
     status, reason = _verdict(report, stderr_tail, timeout_s, limits)
     if leftovers:
         reason += f"; killed {leftovers} leftover process(es)"
+    if oom_kills and status != "passed":
+        reason += f"; the kernel killed {oom_kills} process(es) at the total memory limit of "
+        reason += f"{limits.total_memory_bytes >> 20} MiB"
     return Verdict(status, reason, isolation.namespaces, time.monotonic() - start)
 
 
-def _launch_spec(timeout_s: float, limits: Limits, isolation: Isolation, uid: int | None) -> dict:
+def _launch_spec(
+    timeout_s: float, limits: Limits, isolation: Isolation, uid: int | None, cgroup: str | None
+) -> dict:
     workdir = _SANDBOX_DIR if isolation.namespaces else None
     return {
         "mode": isolation.mode,
@@ -227,6 +243,7 @@ def _launch_spec(timeout_s: float, limits: Limits, isolation: Isolation, uid: in
         # (a private TMPDIR): the magic link reaches the file through the open cwd instead.
         "script": "/proc/self/cwd/" + _PROGRAM_FILE if uid is not None and not workdir else _PROGRAM_FILE,
         "expose": _interpreter_paths(),
+        "cgroup": cgroup,
         "env": {  # scrubbed: nothing of ours (tokens, keys) reaches the program
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": workdir or ".",
@@ -456,6 +473,70 @@ def _kill_uid(uid: int) -> int:
     raise RuntimeError(f"processes of sandbox uid {uid} survived 50 kill rounds")
 
 
+def _memory_cgroup_base() -> str | None:
+    """Our own cgroup v1 memory directory (hybrid hierarchies, as on many servers), if any."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base = "/sys/fs/cgroup/memory" + path.rstrip("/")
+            return base if os.path.isdir(base) else None
+    return None  # pure cgroup v2: a leaf cgroup cannot delegate its memory controller to children
+
+
+def _make_memory_cgroup(name: str, limit_bytes: int) -> str | None:
+    base = _memory_cgroup_base()
+    if base is None:
+        return None
+    directory = os.path.join(base, name)
+    try:
+        os.mkdir(directory)
+    except OSError:
+        return None
+    try:
+        with open(os.path.join(directory, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(limit_bytes))
+    except OSError:
+        os.rmdir(directory)
+        return None
+    return directory
+
+
+def _memory_cgroup_works() -> bool:
+    import random
+
+    directory = _make_memory_cgroup(f"cos-bench-probe-{random.randrange(1 << 30)}", 64 << 20)
+    if directory:
+        os.rmdir(directory)
+    return directory is not None
+
+
+def _remove_cgroup(directory: str) -> int:
+    """Remove an emptied cgroup; return how many processes the kernel OOM-killed in it."""
+    import time
+
+    oom_kills = 0
+    try:
+        with open(os.path.join(directory, "memory.oom_control"), encoding="utf-8") as f:
+            fields = dict(line.split() for line in f if line.strip())
+        oom_kills = int(fields.get("oom_kill", 0))
+    except (OSError, ValueError):
+        pass
+    for _ in range(100):  # its last processes may still be exiting
+        try:
+            os.rmdir(directory)
+            break
+        except FileNotFoundError:
+            break
+        except OSError:
+            time.sleep(0.01)
+    return oom_kills
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -512,6 +593,9 @@ _PRIVATE_MOUNTS = (
 
 def _launcher_main(spec: dict) -> None:
     report_fd = spec["report_fd"]
+    if spec["cgroup"]:  # join it first: everything we start is then counted against its cap
+        with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the benchmark
     try:

@@ -218,6 +218,26 @@ def test_memory_hog(strong: Isolation) -> None:
     assert verdict.status == "crashed" and "memory limit of 256 MiB" in verdict.reason
 
 
+def test_many_memory_hogs_share_one_cap(isolation: Isolation) -> None:
+    if not isolation.memory_cgroup:
+        pytest.skip(f"no memory cgroup here ({isolation.note})")
+    # Seven processes, each under the per-process limit, together far over the total.
+    program = """
+    import os, sys
+    children = []
+    for _ in range(6):
+        pid = os.fork()
+        if pid == 0:
+            data = b"\\x01" * (300 << 20)
+            os._exit(0)
+        children.append(pid)
+    data = b"\\x01" * (300 << 20)
+    sys.exit(0 if all(os.waitpid(child, 0)[1] == 0 for child in children) else 1)
+    """
+    verdict = run_hostile(program, timeout_s=20.0, limits=Limits(total_memory_bytes=512 << 20))
+    assert verdict.status in ("crashed", "failed") and "total memory limit of 512 MiB" in verdict.reason, verdict
+
+
 def test_huge_file_write(strong: Isolation) -> None:
     program = """
     with open("big.bin", "wb") as f:
