@@ -66,7 +66,10 @@ class Task(ABC):
         seed: int | None = None,
         subjects: Sequence[str] | None = None,
     ) -> list[Example]:
-        """A deterministic subset: file order, or shuffled by seed; then offset..offset+limit."""
+        """A deterministic subset: file order, or shuffled by seed; then offset..offset+limit.
+
+        subjects filters MMLU; the other tasks have none and ignore it, so one run can mix tasks.
+        """
 
     @abstractmethod
     def build_prompt(self, example: Example, tokenizer: Any, chat: bool) -> str:
@@ -98,11 +101,6 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     """Text up to the earliest stop string (the decoder may have kept the stop string itself)."""
     positions = [text.find(stop) for stop in stop_strings if stop and stop in text]
     return text[: min(positions)] if positions else text
-
-
-def reject_subjects(task_name: str, subjects: Sequence[str] | None) -> None:
-    if subjects:
-        raise CosBenchError(f"subjects apply to mmlu only, not {task_name}: drop the subject filter")
 
 
 def check_lengths(examples: Sequence[Example], completions: Sequence[str]) -> None:

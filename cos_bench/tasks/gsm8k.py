@@ -14,9 +14,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence
 
-from cos_bench.tasks.base import (
-    Example, Score, Task, chat_prompt, check_lengths, cut_at_stop, reject_subjects,
-)
+from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths, cut_at_stop
 from cos_bench.tasks.data import DataSource, Split, load_rows, select_rows
 
 TEST = Split("openai/gsm8k", "main", "test", "gsm8k_test", ("question", "answer"))
@@ -86,7 +84,6 @@ class GSM8K(Task):
         seed: int | None = None,
         subjects: Sequence[str] | None = None,
     ) -> list[Example]:
-        reject_subjects(self.name, subjects)
         rows = load_rows(source, TEST)
         shots = tuple(load_rows(source, TRAIN)[:NUM_SHOTS])
         return [

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from cos_bench.errors import CosBenchError
 from cos_bench.sandbox import CODE_EVAL_ENV, code_eval_allowed, pass_at_k, run_programs
-from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths, cut_at_stop, reject_subjects
+from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths, cut_at_stop
 from cos_bench.tasks.data import DataSource, Split, load_rows, select_rows
 
 TEST = Split(
@@ -108,7 +108,6 @@ class HumanEval(Task):
         seed: int | None = None,
         subjects: Sequence[str] | None = None,
     ) -> list[Example]:
-        reject_subjects(self.name, subjects)
         rows = load_rows(source, TEST)
         return [Example(self.name, rows[i]["task_id"], rows[i]) for i in select_rows(len(rows), limit, offset, seed)]
 
