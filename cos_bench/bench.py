@@ -41,7 +41,7 @@ from cos_bench.timing import C_HOW, cost_ratio, step_seconds, timed
 
 # Fields that may change between a run and its resumption without mixing incomparable numbers.
 RESUMABLE_CHANGES = ("limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir")
-WARMUP_TOKENS = 16
+WARMUP_TOKENS = 8  # enough to run every code path (drafting, verification, rollback) once
 
 
 # --- building blocks --------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def run_experiment(
     chat = use_chat(cfg, engine.tokenizer)
     prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
 
-    calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:3], console)
+    calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
     write_manifest(out_dir, manifest(cfg, engine, chat, calibration, tasks))
 
     jobs = [job for job in plan(cfg, tasks, prompts) if job.key not in done]

@@ -48,6 +48,7 @@ def write_config(folder: Path, pair, filename: str = "tiny.yaml", **changes) -> 
         "max_new_tokens": 8,
         "data_dir": str(DATA),
         "warmup": 1,
+        "dtype": "float32",  # greedy identity is asserted below: no bf16 rounding near ties
     }
     data.update(changes)
     path = folder / filename

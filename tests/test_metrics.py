@@ -112,7 +112,9 @@ def test_theoretical_speedup_from_measured_alpha_and_c(summary):
     sd = row(summary, "gsm8k", "sd")  # Thm 3.1, α = 0.7: (1 − .49)(1.25) / ((.3)(1.5))
     assert close(sd["c"], 0.25)
     assert close(sd["theoretical_speedup"], 0.51 * 1.25 / (0.3 * 1.5))
-    assert close(sd["measured_over_theoretical"], 1.75 / (0.51 * 1.25 / 0.45))
+    # Decode-only speedup (first 0.1 s of every decode excluded): vanilla 3.8 s vs sd 2.3 s for 158 tokens.
+    assert close(sd["speedup_decode"], 3.8 / 2.3)
+    assert close(sd["measured_over_theoretical"], (3.8 / 2.3) / (0.51 * 1.25 / 0.45))
     cos = row(summary, "gsm8k", "cos")  # Thm 3.6, α = 0.8: (1 − .64)(1.25) / ((.2)(1 + .5 − .8·.25))
     assert close(cos["theoretical_speedup"], 0.36 * 1.25 / (0.2 * 1.3))
     cos_he = row(summary, "humaneval", "cos")  # α = 0.7: (1 − .49)(1.25) / ((.3)(1 + .5 − .7·.25))
@@ -215,3 +217,12 @@ def test_paper_table_lookups():
     assert paper_speedup(None, 0.0, "mmlu") is None
     assert paper_speedup("qwen-3b-we", 1.0, "squad") is None
     assert len(PAPER_SPEEDUPS) == 8
+
+
+def test_framework_overhead_is_vanilla_time_per_token_over_bare_steps(summary):
+    # Σ bare step times = 0.01 + 0.04 = 0.05 s; decode seconds = total − 0.1 over (tokens − 1) steps.
+    gsm8k = ((2.0 - 0.1) / 99 / 0.05 + (2.0 - 0.1) / 59 / 0.05) / 2
+    humaneval = ((4.0 - 0.1) / 99 / 0.05 + (2.0 - 0.1) / 59 / 0.05) / 2
+    assert close(row(summary, "gsm8k", "vanilla")["framework_overhead"], gsm8k)
+    assert close(row(summary, "humaneval", "vanilla")["framework_overhead"], humaneval)
+    assert math.isnan(row(summary, "gsm8k", "cos")["framework_overhead"])  # defined for vanilla only

@@ -32,6 +32,12 @@ from cos_bench.models import (
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
+@pytest.fixture(autouse=True)
+def fp32_on_cpu(monkeypatch):
+    """Loading tests expect float32 on the CPU whatever this machine's bf16 support (dtype choice is tested apart)."""
+    monkeypatch.setattr(cbm, "cpu_has_native_bf16", lambda: False)
+
+
 # --- tiny builders ------------------------------------------------------------------------
 
 
@@ -188,7 +194,10 @@ def test_resolve_device_explicit(monkeypatch):
 def test_resolve_dtype(monkeypatch):
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     _fake_accelerators(monkeypatch, cuda=True, mps=False, bf16=True)
-    assert resolve_dtype("auto", cpu) == torch.float32
+    monkeypatch.setattr(cbm, "cpu_has_native_bf16", lambda: False)
+    assert resolve_dtype("auto", cpu) == torch.float32  # emulated bf16 is slower than fp32
+    monkeypatch.setattr(cbm, "cpu_has_native_bf16", lambda: True)
+    assert resolve_dtype("auto", cpu) == torch.bfloat16  # native bf16: half the bytes per step
     assert resolve_dtype(None, cuda) == torch.bfloat16
     assert resolve_dtype("auto", mps) == torch.float16
     assert resolve_dtype("bf16", cpu) == torch.bfloat16

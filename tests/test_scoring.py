@@ -145,6 +145,8 @@ HUMANEVAL_CASES = [
     (ADD_ROW, "    import ctypes\n    ctypes.string_at(0)\n", "crashed"),  # a segfault
     (HELPER_ROW, "```python\ndef root_double(x: float) -> float:\n    return math.sqrt(double(x))\n```", "passed"),
     (HELPER_ROW, "    return math.sqrt(double(x))\n", "passed"),
+    (ADD_ROW, "    return a + b\n```", "passed"),  # continues the prefilled chat block, stops at its fence
+    (ADD_ROW, "    return a - b\n```\n\nThis adds the numbers.", "failed"),  # prose after the fence is not code
 ]
 
 

@@ -198,7 +198,11 @@ def test_chat_prompts_use_the_template(local: DataSource, tokenizer, name: str) 
     task = get_task(name)
     example = task.load(local, limit=1)[0]
     prompt = task.build_prompt(example, tokenizer, chat=True)
-    assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert prompt.startswith("<|im_start|>user\n")
+    if name == "humaneval":  # the reply is opened with the fenced stub: the model writes the body
+        assert prompt.endswith("<|im_start|>assistant\n```python\n" + example.row["prompt"])
+    else:
+        assert prompt.endswith("<|im_start|>assistant\n")
     key = "prompt" if name == "humaneval" else "question"
     assert example.row[key].strip() in prompt
     assert "Answer: " not in prompt  # no few-shot exemplars in chat prompts
@@ -216,6 +220,7 @@ def test_stop_strings_per_task_and_prompt_kind() -> None:
     humaneval = get_task("humaneval")
     assert humaneval.stop_strings_for(chat=False) == ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
     assert not any("def" in s for s in humaneval.stop_strings_for(chat=True))  # would cut the code block
+    assert humaneval.stop_strings_for(chat=True) == ("\n```",)  # the end of the prefilled block
     assert "Question:" in get_task("gsm8k").stop_strings_for(chat=False)
     assert get_task("mmlu").stop_strings_for(chat=False) == ("\n",)
 
@@ -227,7 +232,7 @@ def test_prompt_format_names_the_version() -> None:
 
 # If this fails, a prompt changed: bump PROMPT_FORMAT_VERSION in tasks/base.py and record the
 # new digest here, so results made with the old prompts are never mixed with new ones.
-PROMPT_DIGESTS = {"2026.11-1": "138fc871d6646f08"}
+PROMPT_DIGESTS = {"2026.11-1": "138fc871d6646f08", "2026.11-2": "c6e8ca81c43d9c84"}
 
 
 @needs_data

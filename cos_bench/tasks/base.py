@@ -16,7 +16,7 @@ from cos_bench.tasks.data import DataSource
 
 # Bump whenever any prompt text, few-shot choice or stop string changes, so that numbers
 # from different prompt formats are never mixed silently. It goes into every result.
-PROMPT_FORMAT_VERSION = "2026.11-1"
+PROMPT_FORMAT_VERSION = "2026.11-2"
 
 
 @dataclass(frozen=True)

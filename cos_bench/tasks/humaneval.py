@@ -34,6 +34,11 @@ _CHAT_INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function, including "
     "its signature and any imports it needs, in a single ```python code block.\n\n```python\n{prompt}```"
 )
+# The assistant's reply is opened for it with the fenced stub, so the model writes the body
+# straight away instead of first re-stating the signature and docstring (dozens of tokens
+# that cost as much to decode as the solution), and the closing fence ends the code.
+_RESPONSE_PREFIX = "```python\n{prompt}"
+_CLOSING_FENCE = "\n```"
 # An opening fence (maybe tagged python) to a closing fence, or to the end of a truncated reply.
 _FENCED = re.compile(
     r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE
@@ -94,7 +99,7 @@ def pass_at_k_by_problem(example_ids: Sequence[str], scores: Sequence[Score], k:
 class HumanEval(Task):
     name = "humaneval"
     stop_strings = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
-    chat_stop_strings = ()  # a stop inside the code block would truncate it: rely on EOS
+    chat_stop_strings = (_CLOSING_FENCE,)  # the reply continues the prefilled block: its end ends the code
     default_max_new_tokens = 512
 
     def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
@@ -113,10 +118,14 @@ class HumanEval(Task):
 
     def build_prompt(self, example: Example, tokenizer: Any, chat: bool) -> str:
         if chat:
-            return chat_prompt(tokenizer, _CHAT_INSTRUCTION.format(prompt=example.row["prompt"]))
+            instruction = chat_prompt(tokenizer, _CHAT_INSTRUCTION.format(prompt=example.row["prompt"]))
+            return instruction + _RESPONSE_PREFIX.format(prompt=example.row["prompt"])
         return example.row["prompt"]
 
     def completion_for_scoring(self, example: Example, generated_text: str) -> str:
+        if not _FENCED.search(generated_text):
+            # A continuation of the prefilled block (or a base-model body): code ends at the closing fence.
+            generated_text = generated_text.split(_CLOSING_FENCE)[0]
         return extract_code(generated_text, example.row["entry_point"], self.stop_strings)
 
     def score_many(

@@ -1,0 +1,39 @@
+# cos-bench — the two commands the README promises, plus the benchmark and the GPU check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch: on machines without a GPU this avoids a multi-GB CUDA download.
+TORCH ?= torch==2.13.0
+# Local copies of the datasets when present (CI, offline machines); otherwise the Hub is used.
+DATA_DIR ?= $(wildcard ../shared/data)
+DATA_OPT := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: setup run test bench gpu-check clean
+
+$(BIN)/cos-bench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/cos-bench
+
+# The main job: the offline Qwen2.5-Coder pair on HumanEval, vanilla vs sd vs cos, WE and CD.
+run: setup
+	$(BIN)/cos-bench run --allow-code-eval $(DATA_OPT)
+
+# The test suite (no downloads, no GPU); two workers for the two cores.
+test: setup
+	$(BIN)/python -m pytest -q -n 2
+
+# The committed CPU measurements (issue 5): long — hours on 2 cores.
+bench: setup
+	$(BIN)/cos-bench sweep --config configs/cpu-benchmark.yaml --out results/cpu-benchmark --allow-code-eval $(DATA_OPT)
+
+# Engine check on a CUDA machine with no network: random-weight Qwen2.5 shapes, < 5 minutes.
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,21 @@
+"""The prepared GPU check runs end to end (scaled-down shapes on the CPU), so it cannot rot unseen."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--tiny", "--device", "cpu", "--prompt-tokens", "8", "--prompts", "1", "--new-tokens", "6", "--out", str(tmp_path / "r.json")])
+    assert len(results["pairs"]) == 3 and all(s > 0 for s in results["step_seconds"].values())
+    for pair in results["pairs"]:
+        assert pair["c"] > 0 and pair["vanilla_overhead"] > 0 and math.isfinite(pair["cos_speedup_measured"])
+    out = capsys.readouterr().out
+    assert "α is artificial" in out and (tmp_path / "r.json").exists()
