@@ -12,8 +12,8 @@ import gguf
 import pytest
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from tiny import word_tokenizer
+from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from cos_bench import models as cbm
@@ -39,15 +39,6 @@ def fp32_on_cpu(monkeypatch):
 
 
 # --- tiny builders ------------------------------------------------------------------------
-
-
-def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
-    vocab = {w: i for i, w in enumerate(["<unk>", *words])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
-    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    return tok
 
 
 def tiny_qwen(vocab_size: int, seed: int = 0, layers: int = 2) -> Qwen2ForCausalLM:
