@@ -144,6 +144,7 @@ def _hf_ensemble(engine: Engine, prompt_ids: torch.Tensor, settings: DecodeSetti
         seed=seed,
         target_name=engine.models[target].name,
         drafter_name=engine.models[drafter].name,
+        stop=lambda ids: stop.reason(ids) is not None,  # end generate() where every method ends
     )
     return _truncate_at_stop(result, stop)
 

@@ -65,10 +65,28 @@ def parse_gamma(values: Optional[list[str]], grid: bool = False) -> Optional[dic
     return gammas
 
 
-def resolve_config(config: Optional[Path], overrides: dict[str, Any]) -> ExperimentConfig:
+def parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
+    """`--set KEY=VALUE` for any config field; VALUE is YAML (`--set 'subjects=[anatomy]'`)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CosBenchError(f"--set {item!r}: write KEY=VALUE with a config field name (e.g. --set offset=10)")
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise CosBenchError(f"--set {item!r}: the value is not valid YAML; quote it, e.g. --set 'subjects=[anatomy]'") from None
+    return values
+
+
+def resolve_config(config: Optional[Path], overrides: dict[str, Any], sets: Optional[list[str]] = None) -> ExperimentConfig:
+    """The config file with the explicit options applied, then any --set (validated as a whole)."""
     path = config or DEFAULT_CONFIG_PATH
     cfg = load_config(path)
     given = {key: value for key, value in overrides.items() if value is not None}
+    given.update(parse_sets(sets))
     return apply_overrides(cfg, given) if given else cfg
 
 
@@ -122,6 +140,7 @@ DtypeOpt = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16.
 DataOpt = typer.Option(None, "--data-dir", help="Local folder of the datasets' JSONL files (else $COS_BENCH_DATA_DIR, else the Hub).")
 CodeEvalOpt = typer.Option(False, "--allow-code-eval", help="Run model-written code (HumanEval) in the sandbox.")
 WarmupOpt = typer.Option(None, "--warmup", help="Untimed warm-up decodes per method.")
+SetOpt = typer.Option(None, "--set", help="Override any config field, KEY=YAML (e.g. --set offset=10); repeatable.")
 
 
 @app.command()
@@ -143,12 +162,13 @@ def run(
     data_dir: Optional[str] = DataOpt,
     allow_code_eval: bool = CodeEvalOpt,
     warmup: Optional[int] = WarmupOpt,
+    sets: Optional[list[str]] = SetOpt,
 ) -> None:
     """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
     from cos_bench.bench import run_experiment
 
     overrides = common_overrides(limit, tasks, methods, temperature, max_new_tokens, repeats, seed, gamma, proposer, device, dtype, data_dir, allow_code_eval, warmup)
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, overrides, sets)
     run_experiment(cfg, out or Path("results") / cfg.name, console)
 
 
@@ -173,6 +193,7 @@ def sweep(
     data_dir: Optional[str] = DataOpt,
     allow_code_eval: bool = CodeEvalOpt,
     warmup: Optional[int] = WarmupOpt,
+    sets: Optional[list[str]] = SetOpt,
 ) -> None:
     """Run a grid over λ, μ, γ, temperature and proposer order: one results folder per cell, plus plots."""
     from cos_bench.bench import run_sweep
@@ -186,7 +207,7 @@ def sweep(
         "proposer": split_list(proposers),
     }
     grid = {key: value for key, value in grid.items() if value}
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, overrides, sets)
     if grid:
         cfg = apply_overrides(cfg, {"sweep": grid})
     run_sweep(cfg, out or Path("results") / f"sweep-{cfg.name}", console)

@@ -119,3 +119,12 @@ def test_refusals(pair):
         hf_ensemble_decode(target, drafter, PROMPT, 0.5, 0.0, 5, [], 0, None)
     with pytest.raises(CosBenchError, match="equally wide logits"):
         hf_ensemble_decode(target, tiny_llama(3, vocab=VOCAB + 16), PROMPT, 0.5, 0.0, 5, [], 2, None)
+
+
+def test_generate_ends_at_the_shared_stop_rule(pair):
+    target, drafter = pair
+    free = hf_ensemble_decode(target, drafter, PROMPT, 0.5, 0.0, 30, [], 3, None)
+    stopped = hf_ensemble_decode(target, drafter, PROMPT, 0.5, 0.0, 30, [], 3, None, stop=lambda ids: len(ids) >= 5)
+    # generate() checks once per step, so it ends after the step that reaches 5 tokens: at most γ + 1 more.
+    assert 5 <= len(stopped.token_ids) <= 5 + 3
+    assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]

@@ -22,13 +22,14 @@ draft lengths), and measures what the models did through forward hooks.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from cos_bench.core.records import DecodeResult, ModelAccounting
 from cos_bench.errors import CosBenchError
+from cos_bench.timing import synchronize
 
 
 def hf_ensemble_decode(
@@ -44,13 +45,15 @@ def hf_ensemble_decode(
     *,
     target_name: str = "target",
     drafter_name: str = "drafter",
+    stop: Callable[[list[int]], bool] | None = None,
 ) -> DecodeResult:
     """Decode one prompt with `generate(assistant_model=..., assistant_ensemble_weight=1 - drafter_weight)`.
 
     `drafter_weight` = 0 runs plain (lossless) speculative decoding of the target.
     Greedy when `temperature` is 0, else sampling from the full distribution at that
-    temperature, seeded with `torch.manual_seed(seed)`. Stops on eos or
-    `max_new_tokens` only; stop strings are the caller's.
+    temperature, seeded with `torch.manual_seed(seed)`. Stops on eos,
+    `max_new_tokens`, or after the step where `stop` first holds (the caller cuts the ids
+    at that exact token, as every other method stops).
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -81,7 +84,7 @@ def hf_ensemble_decode(
     )
     saved = (target.generation_config, assistant.generation_config)
     target_meter, drafter_meter = _ForwardMeter(target), _ForwardMeter(assistant)
-    steps = _StepWatcher(input_ids.shape[1], target_meter)
+    steps = _StepWatcher(input_ids.shape[1], target_meter, stop)
     try:
         target.generation_config = GenerationConfig()
         assistant.generation_config = drafter_config
@@ -89,7 +92,7 @@ def hf_ensemble_decode(
         drafter_meter.attach()
         if seed is not None:
             torch.manual_seed(seed)
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         steps.started = started
         with torch.no_grad():
@@ -100,7 +103,7 @@ def hf_ensemble_decode(
                 assistant_model=assistant,
                 stopping_criteria=StoppingCriteriaList([steps]),
             )
-        _sync(device)
+        synchronize(device)
         finished = time.perf_counter()
     finally:
         target_meter.detach()
@@ -171,11 +174,6 @@ def _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_ne
         )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _by_position(lengths: list[int]) -> tuple[int, ...]:
     """counts[i] = how many steps reached draft position i + 1."""
     longest = max(lengths, default=0)
@@ -214,11 +212,11 @@ class _ForwardMeter:
         self.last_cache_len = cache.get_seq_length() if cache is not None else None
         self.calls += 1
         self.tokens += ids.shape[-1] if ids is not None else kwargs["inputs_embeds"].shape[-2]
-        _sync(self.device)
+        synchronize(self.device)
         self._t0 = time.perf_counter()
 
     def _after(self, module, args, output):
-        _sync(self.device)
+        synchronize(self.device)
         self.seconds += time.perf_counter() - self._t0
 
 
@@ -232,7 +230,9 @@ class _Step:
 
 @dataclass
 class _StepWatcher:
-    """A stopping criterion that never stops: called once per generate() step with the
+    """A stopping criterion that stops only where `stop` (the rule every method shares) says so
+    — generate() then ends after the step that crossed it, and the caller cuts the ids at
+    the exact token. Called once per generate() step with the
     whole sequence, it pairs the newly committed tokens with the candidates the target
     was just shown (the tail of its last input beyond the committed length).
 
@@ -245,6 +245,7 @@ class _StepWatcher:
 
     prompt_len: int
     target: _ForwardMeter
+    stop: Callable[[list[int]], bool] | None = None  # True once generation must end
     committed: list[int] = field(default_factory=list)
     steps: list[_Step] = field(default_factory=list)
     started: float = 0.0
@@ -264,7 +265,8 @@ class _StepWatcher:
         rejected = accepted < len(candidates)
         self.steps.append(_Step(len(candidates), accepted, int(extra and rejected), int(extra and not rejected)))
         self.committed.extend(new)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = self.stop is not None and any(self.stop(self.committed[:end]) for end in range(committed_len - self.prompt_len + 1, len(self.committed) + 1))
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
     def _candidates(self, committed_len: int) -> list[int]:
         """The drafts in the target's last forward: its input beyond the committed sequence."""
