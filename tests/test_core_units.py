@@ -164,6 +164,17 @@ def test_cost_counters_match_the_schedule():
     assert sum(m.forward_calls for m in result.models) == 10 + 1
 
 
+@pytest.mark.parametrize("gamma", [1, 2, 3])
+def test_sd_follows_the_naive_cos_schedule(gamma):
+    # Identical models accept everything: sd = γ drafts per verifier pass (Thm 3.1's cost model),
+    # the verifier scoring every round even when it already holds the first draft's distribution.
+    runners = [TableRunner("a", 7, 8), TableRunner("b", 7, 8)]
+    settings = DecodeSettings(WeightedEnsemble([0.5, 0.5]), 0.0, (gamma, 1))
+    result = get_method("sd")(runners, torch.tensor([1]), settings, StopRule(12))
+    assert result.models[1].forward_calls == 12 // gamma
+    assert result.models[0].drafted == 12 and result.corrections == 0
+
+
 # --- stopping --------------------------------------------------------------------------------
 
 

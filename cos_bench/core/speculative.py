@@ -92,11 +92,17 @@ class SpeculativeEngine:
             self.pending.append(PendingDraft(index, draft_probs, bonus, step + 1))
             self.counters[index].count_draft(step + 1, bonus)
 
-    def next_scorer(self) -> int:
-        """The model with the fewest stored distributions for the pending drafts (first index on ties)."""
+    def next_scorer(self, alternate: bool) -> int:
+        """The model with the fewest stored distributions for the pending drafts (first index on ties).
+
+        Without alternation (`sd`) only the other models score, as in the paper's Naive-CoS:
+        the proposer never verifies, even where a verifier's stored next-position distribution
+        would already let its first draft be checked without the verifier (γ = 1).
+        """
         positions = range(self.transcript.length, self.frontier)
-        held = [sum(p in store for p in positions) for store in self.logits]
-        return held.index(min(held))
+        candidates = range(len(self.runners)) if alternate else [i for i in range(len(self.runners)) if i != self.settings.proposer]
+        held = {i: sum(p in self.logits[i] for p in positions) for i in candidates}
+        return min(held, key=held.get)
 
     def score(self, index: int) -> None:
         """One forward pass over every pending draft the model has not seen (also yields its next-position logits)."""
@@ -158,7 +164,7 @@ class SpeculativeEngine:
             if not self.pending:
                 self.draft(settings.proposer, settings.gammas[settings.proposer], bonus_first=False)
                 continue
-            scorer = self.next_scorer()
+            scorer = self.next_scorer(alternate)
             self.score(scorer)
             rejected = self.verify()
             if alternate and not rejected and self.transcript.stop_reason is None:
