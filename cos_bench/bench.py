@@ -239,6 +239,16 @@ def manifest(cfg: ExperimentConfig, engine: Engine, chat: bool, calibration: dic
     }
 
 
+def with_history(out_dir: Path, current: dict) -> dict:
+    """Keep what earlier invocations of a resumed run recorded: their records were made with
+    their code revision, versions and calibration, not this one's."""
+    if not (out_dir / "manifest.json").exists():
+        return current
+    previous = read_manifest(out_dir)
+    earlier = {key: previous.get(key) for key in ("created", "git_revision", "versions", "hardware", "calibration")}
+    return {**current, "history": [*previous.get("history", []), earlier]}
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -281,7 +291,7 @@ def run_experiment(
     prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
 
     calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
-    write_manifest(out_dir, manifest(cfg, engine, chat, calibration, tasks))
+    write_manifest(out_dir, with_history(out_dir, manifest(cfg, engine, chat, calibration, tasks)))
 
     jobs = [job for job in plan(cfg, tasks, prompts) if job.key not in done]
     skipped = len(plan(cfg, tasks, prompts)) - len(jobs)

@@ -112,6 +112,8 @@ def test_resume_after_a_torn_line_keeps_records_and_duplicates_none(tmp_path, pa
     records = lines(path)
     assert len(records) == EXPECTED_RECORDS and len({r["key"] for r in records}) == EXPECTED_RECORDS
     assert [json.dumps(r) for r in records[:5]] == [json.dumps(json.loads(line)) for line in kept]  # untouched
+    history = json.loads((out / "manifest.json").read_text())["history"]
+    assert len(history) == 1 and {"git_revision", "calibration", "created"} <= set(history[0])
 
 
 def test_ctrl_c_leaves_a_valid_folder_and_the_rerun_completes(tmp_path, pair, monkeypatch):
