@@ -237,9 +237,10 @@ def plot_sweep(summary: pd.DataFrame, param: str, out_path: Path) -> None:
         positions = _sweep_positions(task_rows[column])
         # Other swept parameters split lines too, else their points would be joined as if one series.
         others = [c for c in sweep_columns(task_rows) if c != column and task_rows[c].nunique() > 1]
-        for values, line in task_rows.groupby(["method", "proposer"] + others, sort=True):
-            method, proposer, *rest = values
-            label = ", ".join([f"{method}, {proposer} first"] + [f"{c[len(SWEEP_PREFIX):]}={v}" for c, v in zip(others, rest)])
+        # Several combination settings (e.g. WE and CD) are separate series, never one zig-zag line.
+        for values, line in task_rows.groupby(["setting", "method", "proposer"] + others, sort=True):
+            setting, method, proposer, *rest = values
+            label = ", ".join([f"{setting} {method}, {proposer} first"] + [f"{c[len(SWEEP_PREFIX):]}={v}" for c, v in zip(others, rest)])
             line = line.assign(_x=line[column].map(positions)).sort_values("_x")
             drawn = axes.plot(line["_x"], line["speedup_mean"].astype(float), marker="o", label=label)
             axes.plot(line["_x"], line["theoretical_speedup"].astype(float), linestyle="--", color=drawn[0].get_color())

@@ -192,6 +192,7 @@ def test_sweep_writes_a_folder_per_cell_and_plots(tmp_path, pair):
     report = invoke("report", out, "--out", tmp_path / "rep")
     assert report.exit_code == 0, report.output
     assert (tmp_path / "rep" / "summary.csv").exists()
+    assert (tmp_path / "rep" / "sweep_lambda.png").stat().st_size > 0
 
 
 def test_any_field_can_be_overridden_with_set(tmp_path, pair):
