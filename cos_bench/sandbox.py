@@ -677,7 +677,12 @@ def _serve_as_init(program_pid: int, report_fd: int) -> None:
 def _isolate_filesystem(program: bytes, expose: list[str], tmpfs_bytes: int, uid: int | None) -> None:
     _libc("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # nothing below propagates to the host
     # Paths the interpreter needs that the steps below would hide: open them now, bind them back after.
-    hidden = [(path, os.open(path, os.O_PATH)) for path in expose if _blocked_ancestor(path) or _privatized(path)]
+    # Blocking ancestors are found now: once /tmp is replaced, a virtualenv's path under it no longer exists.
+    hidden = [
+        (path, os.open(path, os.O_PATH), _blocked_ancestor(path))
+        for path in expose
+        if _blocked_ancestor(path) or _privatized(path)
+    ]
     _remount_all_read_only()
     for path, size, mode in _PRIVATE_MOUNTS:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -711,7 +716,7 @@ def _blocked_ancestor(path: str) -> str | None:
     return None
 
 
-def _expose_paths(hidden: list[tuple[str, int]]) -> None:
+def _expose_paths(hidden: list[tuple[str, int, str | None]]) -> None:
     """Bind each needed path back: under a fresh private mount, or under an empty enterable tmpfs
     laid over its blocking ancestor.
 
@@ -719,9 +724,9 @@ def _expose_paths(hidden: list[tuple[str, int]]) -> None:
     rest of /root stays invisible; a virtualenv in /tmp survives the private /tmp.
     """
     covered: set[str] = set()
-    for path, fd in hidden:
-        ancestor = _blocked_ancestor(path)
+    for path, fd, ancestor in hidden:
         if ancestor and ancestor not in covered:
+            os.makedirs(ancestor, 0o755, exist_ok=True)  # it may lie under a fresh private mount
             _libc("mount", b"tmpfs", ancestor.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,mode=755")
             covered.add(ancestor)
         os.makedirs(path, 0o755, exist_ok=True)
