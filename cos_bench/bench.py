@@ -32,7 +32,7 @@ from cos_bench.core.combine import CombinationRule
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import summarize
 from cos_bench.models import LoadedModel, load_model, shared_vocab_size
-from cos_bench.report import plot_sweep, render_console_table, write_report
+from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_report
 from cos_bench.storage import ResultsStore, load_records, read_manifest, record_key, write_manifest
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Example, Task
@@ -293,8 +293,9 @@ def run_experiment(
     calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
     write_manifest(out_dir, with_history(out_dir, manifest(cfg, engine, chat, calibration, tasks)))
 
-    jobs = [job for job in plan(cfg, tasks, prompts) if job.key not in done]
-    skipped = len(plan(cfg, tasks, prompts)) - len(jobs)
+    planned = plan(cfg, tasks, prompts)
+    jobs = [job for job in planned if job.key not in done]
+    skipped = len(planned) - len(jobs)
     if skipped:
         console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")
     if jobs:
@@ -477,17 +478,20 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
     for number, (label, cell) in enumerate(cells, 1):
         console.rule(f"cell {number}/{len(cells)}: {label}")
         folders.append(run_experiment(cell, out_dir / cell_folder_name(label), console, cache, parse_cell_label(label), show_summary=False))
-    report_sweep(folders, out_dir, console)
+    paths = report_folders([out_dir], out_dir / "report", console)
+    console.print(f"sweep report: {paths.summary_md}")
     return folders
 
 
-def report_sweep(folders: Sequence[Path], out_dir: Path, console: Console) -> None:
-    summary = summarize(load_records(folders))
+def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> ReportPaths:
+    """Tables and plots for results or sweep folders (sweep plots for each parameter a sweep varies)."""
+    cells = [cell for folder in folders for cell in sweep_folders(folder)]
+    paths = write_report(cells, out_dir)
+    summary = summarize(load_records(cells))
+    for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
+        plot_sweep(summary, param, out_dir / f"sweep_{param}.png")
     console.print(render_console_table(summary))
-    paths = write_report(folders, out_dir / "report")
-    for param in swept_parameters(out_dir):
-        plot_sweep(summary, param, out_dir / "report" / f"sweep_{param}.png")
-    console.print(f"sweep report: {paths.summary_md}")
+    return paths
 
 
 def swept_parameters(sweep_dir: Path) -> list[str]:

@@ -220,17 +220,9 @@ def report(
     out: Path = typer.Option(Path("results/report"), "--out", "-o", help="Where to write summary.csv, summary.md and plots."),
 ) -> None:
     """Turn stored results into CSV and Markdown tables and PNG plots."""
-    from cos_bench.bench import swept_parameters, sweep_folders
-    from cos_bench.metrics import summarize
-    from cos_bench.report import plot_sweep, render_console_table, write_report
-    from cos_bench.storage import load_records
+    from cos_bench.bench import report_folders
 
-    expanded = [cell for folder in folders for cell in sweep_folders(folder)]
-    paths = write_report(expanded, out)
-    summary = summarize(load_records(expanded))
-    for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
-        plot_sweep(summary, param, out / f"sweep_{param}.png")
-    console.print(render_console_table(summary))
+    paths = report_folders(folders, out, console)
     console.print(f"wrote {paths.summary_md}, {paths.summary_csv} and plots in {out}")
 
 
