@@ -1,0 +1,139 @@
+"""Check a sweep's report against issue 5's four targets and print the table for results/*/README.md.
+
+Usage: python scripts/targets.py results/cpu-benchmark/report/summary.csv
+
+Every figure comes from `summary.csv`, which `cos-bench report` computes from the stored
+records; this script only selects, compares and counts. The targets:
+- cos faster than vanilla in every group, and never slower than sd; hf-ensemble is the bar to beat;
+- cos measured (decode-only) speedup >= 0.9 x Thm 3.6 from the measured alpha and c;
+- vanilla framework overhead <= 1.10 (time per token / sum of bare single-step forwards);
+- greedy cos token-identical to greedy vanilla on every example.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+KEYS = ["run", "task", "setting"]
+THEORY_FLOOR = 0.9
+OVERHEAD_CEILING = 1.10
+
+
+def load(path: Path) -> pd.DataFrame:
+    """One row per (cell, task, setting) with each method's figures side by side."""
+    frame = pd.read_csv(path, na_values=["n/a"])
+    wide = frame.pivot_table(
+        index=KEYS,
+        columns="method",
+        values=["speedup_mean", "speedup_decode", "theoretical_speedup", "measured_over_theoretical"],
+        aggfunc="first",
+    )
+    wide.columns = [f"{method}_{value}" for value, method in wide.columns]
+    per_group = frame.groupby(KEYS).agg(
+        c=("c", "first"),
+        temperature=("temperature", "first"),
+        examples=("n_examples", "first"),
+    )
+    vanilla = frame[frame.method == "vanilla"].set_index(KEYS)["framework_overhead"].rename("overhead")
+    cos = frame[frame.method == "cos"].set_index(KEYS)
+    # α is cos's own measured acceptance: the one Thm 3.6 is evaluated with.
+    cos_columns = cos[["alpha_expected", "identical_to_vanilla"]].rename(
+        columns={"alpha_expected": "alpha", "identical_to_vanilla": "cos_identical"}
+    )
+    return wide.join(per_group).join(vanilla).join(cos_columns).reset_index()
+
+
+def cell_label(run: str) -> str:
+    """'gamma.small-5_temperature-1' -> 'γ=5, T=1' (other sweep names are kept as they are)."""
+    parts = dict(part.rsplit("-", 1) for part in run.split("_") if "-" in part)
+    if set(parts) == {"gamma.small", "temperature"}:
+        return f"γ={parts['gamma.small']}, T={parts['temperature']}"
+    return run
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def markdown_table(groups: pd.DataFrame) -> str:
+    columns = [
+        ("cos speedup", "cos_speedup_mean"),
+        ("sd speedup", "sd_speedup_mean"),
+        ("hf-ensemble speedup", "hf-ensemble_speedup_mean"),
+        ("cos decode speedup", "cos_speedup_decode"),
+        ("Thm 3.6", "cos_theoretical_speedup"),
+        ("cos measured/theory", "cos_measured_over_theoretical"),
+        ("α", "alpha"),
+        ("c", "c"),
+        ("vanilla overhead", "overhead"),
+        ("cos identical", "cos_identical"),
+    ]
+    head = ["cell", "task", "setting", "n", *(name for name, _ in columns)]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for row in groups.to_dict("records"):
+        cells = [cell_label(row["run"]), row["task"], row["setting"], str(int(row["examples"]))]
+        cells += [_fmt(row.get(key)) for _, key in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tallies(groups: pd.DataFrame) -> list[str]:
+    """The targets, counted over groups (and, for identity, over greedy examples)."""
+    out = []
+    n = len(groups)
+    faster = groups.cos_speedup_mean > 1.0
+    out.append(f"cos faster than vanilla: {int(faster.sum())} / {n} groups "
+               f"(end-to-end {groups.cos_speedup_mean.min():.2f}-{groups.cos_speedup_mean.max():.2f}x)")
+    ratio = groups.cos_speedup_mean / groups.sd_speedup_mean
+    out.append(f"cos not slower than sd: {int((ratio >= 1.0).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})")
+    we = groups.dropna(subset=["hf-ensemble_speedup_mean"])
+    if len(we):
+        hf_ratio = we.cos_speedup_mean / we["hf-ensemble_speedup_mean"]
+        out.append(f"hf-ensemble faster than cos: {int((hf_ratio < 1.0).sum())} / {len(we)} WE groups "
+                   f"(hf-ensemble {we['hf-ensemble_speedup_mean'].min():.2f}-{we['hf-ensemble_speedup_mean'].max():.2f}x "
+                   f"over vanilla; cos/hf-ensemble {hf_ratio.min():.2f}-{hf_ratio.max():.2f})")
+    for method in ("cos", "sd"):
+        mt = groups[f"{method}_measured_over_theoretical"].dropna()
+        misses = groups.loc[mt[mt < THEORY_FLOOR].index]
+        out.append(f"{method} measured/theory >= {THEORY_FLOOR}: {int((mt >= THEORY_FLOOR).sum())} / {len(mt)} groups "
+                   f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, f"{method}_measured_over_theoretical"))
+    overhead = groups.overhead.dropna()
+    misses = groups.loc[overhead[overhead > OVERHEAD_CEILING].index]
+    out.append(f"vanilla overhead <= {OVERHEAD_CEILING}: {int((overhead <= OVERHEAD_CEILING).sum())} / {len(overhead)} groups "
+               f"({overhead.min():.2f}-{overhead.max():.2f})" + _misses(misses, "overhead"))
+    greedy = groups[groups.temperature == 0].dropna(subset=["cos_identical"])
+    same = (greedy.cos_identical * greedy.examples).round().astype(int)
+    out.append(f"greedy cos identical to vanilla: {int(same.sum())} / {int(greedy.examples.sum())} examples; "
+               f"{int((greedy.cos_identical == 1.0).sum())} / {len(greedy)} groups at 1.00")
+    return out
+
+
+def _misses(rows: pd.DataFrame, key: str) -> str:
+    if rows.empty:
+        return ""
+    listed = "; ".join(f"{cell_label(r.run)} {r.task} {r.setting} {getattr(r, key):.2f}" for r in rows.itertuples())
+    return f"; misses: {listed}"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python scripts/targets.py PATH/TO/summary.csv", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    if not path.is_file():
+        print(f"error: {path} not found; run `cos-bench report RESULTS_DIR` first", file=sys.stderr)
+        return 2
+    groups = load(path)
+    print(markdown_table(groups))
+    print()
+    for line in tallies(groups):
+        print(f"- {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

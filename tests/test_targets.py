@@ -1,0 +1,71 @@
+"""scripts/targets.py counts hits and misses of issue 5's targets correctly, from a hand-made summary."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "targets.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("targets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=None, identical=None, alpha=None):
+    return {
+        "run": run, "task": "gsm8k", "setting": "we-0.5", "temperature": temperature, "method": method,
+        "n_examples": 4, "speedup_mean": speedup, "speedup_decode": speedup,
+        "theoretical_speedup": "n/a" if theory is None else theory,
+        "measured_over_theoretical": "n/a" if ratio is None else ratio,
+        "alpha_expected": "n/a" if alpha is None else alpha, "c": 0.4,
+        "framework_overhead": "n/a" if overhead is None else overhead,
+        "identical_to_vanilla": "n/a" if identical is None else identical,
+    }
+
+
+def _summary(tmp_path: Path) -> Path:
+    greedy, sampled = "gamma.small-5_temperature-0", "gamma.small-1_temperature-1"
+    rows = [
+        # Greedy cell: every target met except identity (3 of 4 examples).
+        _row(greedy, 0.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.05),
+        _row(greedy, 0.0, "sd", 1.5, 1.5, 1.0, identical=1.0, alpha=0.9),
+        _row(greedy, 0.0, "cos", 1.8, 1.9, 0.95, identical=0.75, alpha=0.9),
+        _row(greedy, 0.0, "hf-ensemble", 1.2, identical=0.5),
+        # Sampled cell: cos slower than sd and below theory, overhead too high, hf-ensemble beats cos.
+        _row(sampled, 1.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.2),
+        _row(sampled, 1.0, "sd", 1.3, 1.3, 1.0, alpha=0.8),
+        _row(sampled, 1.0, "cos", 1.1, 1.5, 0.7, alpha=0.8),
+        _row(sampled, 1.0, "hf-ensemble", 1.4),
+    ]
+    path = tmp_path / "summary.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_tallies_count_each_target_and_name_the_misses(tmp_path):
+    targets = _module()
+    lines = targets.tallies(targets.load(_summary(tmp_path)))
+    assert lines[0].startswith("cos faster than vanilla: 2 / 2 groups")
+    assert lines[1].startswith("cos not slower than sd: 1 / 2 groups")
+    assert lines[2].startswith("hf-ensemble faster than cos: 1 / 2 WE groups")
+    assert lines[3].startswith("cos measured/theory >= 0.9: 1 / 2 groups") and "γ=1, T=1 gsm8k we-0.5 0.70" in lines[3]
+    assert lines[5].startswith("vanilla overhead <= 1.1: 1 / 2 groups") and "1.20" in lines[5]
+    assert lines[6] == "greedy cos identical to vanilla: 3 / 4 examples; 0 / 1 groups at 1.00"
+
+
+def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
+    targets = _module()
+    table = targets.markdown_table(targets.load(_summary(tmp_path))).splitlines()
+    assert len(table) == 4
+    assert table[2] == "| γ=1, T=1 | gsm8k | we-0.5 | 4 | 1.10 | 1.30 | 1.40 | 1.10 | 1.50 | 0.70 | 0.80 | 0.40 | 1.20 | n/a |"
+
+
+def test_missing_summary_is_a_one_line_error(tmp_path, capsys):
+    assert _module().main([str(tmp_path / "nope.csv")]) == 2
+    assert "run `cos-bench report" in capsys.readouterr().err
