@@ -63,6 +63,10 @@ COLUMN_DOCS: dict[str, str] = {
         "measured, vanilla only: decode seconds per token (first token excluded) / Σ the models' bare "
         "single-step forward times from calibration; 1.0 = no cost beyond the forward passes"
     ),
+    "loop_overhead": (
+        "measured: Σ end-to-end seconds / Σ seconds inside the models' forward calls, same decodes, prefill "
+        "included; what the decoding loop (combining, sampling, verifying, bookkeeping) adds, free of calibration noise"
+    ),
     "quality": "measured: share of scored decodes judged correct (pass@1 for code)",
     "identical_to_vanilla": "measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat",
     "paper_speedup": "from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting",
@@ -197,6 +201,7 @@ def _cost_columns(group: pd.DataFrame, models: Iterable[str]) -> dict:
     c_values = group["c"].dropna()
     columns["c"] = float(c_values.median()) if len(c_values) else math.nan
     columns["framework_overhead"] = _framework_overhead(group)
+    columns["loop_overhead"] = _ratio(group["total_s"].sum(), group["forward_s"].sum())
     return columns
 
 

@@ -134,6 +134,7 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("theory", _number("theoretical_speedup", 2), COLUMN_DOCS["theoretical_speedup"]),
         DisplayColumn("measured/theory", _number("measured_over_theoretical", 2), COLUMN_DOCS["measured_over_theoretical"]),
         DisplayColumn("overhead", _number("framework_overhead", 2), COLUMN_DOCS["framework_overhead"], console=False),
+        DisplayColumn("loop overhead", _number("loop_overhead", 2), COLUMN_DOCS["loop_overhead"], console=False),
         DisplayColumn("quality", _number("quality", 3), COLUMN_DOCS["quality"]),
         DisplayColumn("identical", _number("identical_to_vanilla", 2), COLUMN_DOCS["identical_to_vanilla"]),
         DisplayColumn("paper", _number("paper_speedup", 2), COLUMN_DOCS["paper_speedup"]),

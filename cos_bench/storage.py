@@ -9,6 +9,7 @@ repaired silently; damage anywhere else is reported, never guessed around.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -239,7 +240,7 @@ def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
     """One record as flat columns.
 
     Per-model accounting is pooled over models (drafted, accepted, verified,
-    alpha_sum, by-position lists) except forward calls, kept per model as
+    alpha_sum, by-position lists, forward seconds as `forward_s`) except forward calls, kept per model as
     `forward_calls.<model>`; the sweep dict becomes `sweep_<param>` columns.
     """
     accounting = record["accounting"]
@@ -270,6 +271,7 @@ def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
         row[field] = sum(model[field] for model in models)
     row["drafted_by_position"] = sum_position_counts(model["drafted_by_position"] for model in models)
     row["accepted_by_position"] = sum_position_counts(model["accepted_by_position"] for model in models)
+    row["forward_s"] = sum(float(model.get("forward_seconds", math.nan)) for model in models)
     row["corrections"] = accounting["corrections"]
     row["direct_samples"] = accounting["direct_samples"]
     for model in models:

@@ -226,3 +226,24 @@ def test_framework_overhead_is_vanilla_time_per_token_over_bare_steps(summary):
     assert close(row(summary, "gsm8k", "vanilla")["framework_overhead"], gsm8k)
     assert close(row(summary, "humaneval", "vanilla")["framework_overhead"], humaneval)
     assert math.isnan(row(summary, "gsm8k", "cos")["framework_overhead"])  # defined for vanilla only
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "expected"),
+    [
+        # forward seconds are 0.8 × total for e1 and 0.5 × total for e2 (make_small_run.FORWARD_SHARES)
+        ("gsm8k", "vanilla", (2.0 + 2.0) / (0.8 * 2.0 + 0.5 * 2.0)),
+        ("gsm8k", "cos", (0.8 + 1.0) / (0.8 * 0.8 + 0.5 * 1.0)),
+        ("humaneval", "sd", (2.0 + 1.2) / (0.8 * 2.0 + 0.5 * 1.2)),
+    ],
+)
+def test_loop_overhead_is_total_time_over_time_inside_forward_calls(summary, task, method, expected):
+    assert close(row(summary, task, method)["loop_overhead"], expected)
+
+
+def test_loop_overhead_is_nan_without_forward_timings():
+    records = copy.deepcopy(fixture_records())
+    for record in records:
+        for model in record["accounting"]["models"]:
+            model["forward_seconds"] = 0.0
+    assert summarize(frame(records))["loop_overhead"].isna().all()

@@ -41,18 +41,19 @@ Speedups compare with `vanilla` of the same run, task, setting and temperature. 
 - **theory**: computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos; n/a where the paper has no formula
 - **measured/theory**: computed: speedup_decode / theoretical_speedup (the theorems model decoding steps, not the prefill every method pays alike)
 - **overhead**: measured, vanilla only: decode seconds per token (first token excluded) / Σ the models' bare single-step forward times from calibration; 1.0 = no cost beyond the forward passes
+- **loop overhead**: measured: Σ end-to-end seconds / Σ seconds inside the models' forward calls, same decodes, prefill included; what the decoding loop (combining, sampling, verifying, bookkeeping) adds, free of calibration noise
 - **quality**: measured: share of scored decodes judged correct (pass@1 for code)
 - **identical**: measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat
 - **paper**: from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting
 
-| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | c | theory | measured/theory | overhead | quality | identical | paper |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.51 | 0.500 | n/a | n/a |
-| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 1.65 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.17 | n/a | 0.500 | 1.00 | n/a |
-| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 2.38 | 0.800 | 0.793 | 2.77 | 0.250 | 1.73 | 1.37 | n/a | 1.000 | 1.00 | 1.46 |
-| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.72 | 1.000 | n/a | n/a |
-| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 1.93 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.36 | n/a | 1.000 | 1.00 | n/a |
-| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 2.83 | 0.700 | 0.793 | 2.77 | 0.250 | 1.60 | 1.76 | n/a | 1.000 | 0.50 | 1.56 |
+| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | c | theory | measured/theory | overhead | loop overhead | quality | identical | paper |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.51 | 1.54 | 0.500 | n/a | n/a |
+| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 1.65 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.17 | n/a | 1.61 | 0.500 | 1.00 | n/a |
+| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 2.38 | 0.800 | 0.793 | 2.77 | 0.250 | 1.73 | 1.37 | n/a | 1.58 | 1.000 | 1.00 | 1.46 |
+| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.72 | 1.43 | 1.000 | n/a | n/a |
+| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 1.93 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.36 | n/a | 1.45 | 1.000 | 1.00 | n/a |
+| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 2.83 | 0.700 | 0.793 | 2.77 | 0.250 | 1.60 | 1.76 | n/a | 1.50 | 1.000 | 0.50 | 1.56 |
 """
 
 

@@ -25,6 +25,7 @@ def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=No
         "measured_over_theoretical": "n/a" if ratio is None else ratio,
         "alpha_expected": "n/a" if alpha is None else alpha, "c": 0.4,
         "framework_overhead": "n/a" if overhead is None else overhead,
+        "loop_overhead": "n/a" if overhead is None else 1.01,
         "identical_to_vanilla": "n/a" if identical is None else identical,
     }
 
@@ -56,14 +57,15 @@ def test_tallies_count_each_target_and_name_the_misses(tmp_path):
     assert lines[2].startswith("hf-ensemble faster than cos: 1 / 2 WE groups")
     assert lines[3].startswith("cos measured/theory >= 0.9: 1 / 2 groups") and "γ=1, T=1 gsm8k we-0.5 0.70" in lines[3]
     assert lines[5].startswith("vanilla overhead <= 1.1: 1 / 2 groups") and "1.20" in lines[5]
-    assert lines[6] == "greedy cos identical to vanilla: 3 / 4 examples; 0 / 1 groups at 1.00"
+    assert lines[6] == "vanilla loop overhead (wall time / time inside forward calls, same decodes): 1.010-1.010 over 2 groups"
+    assert lines[7] == "greedy cos identical to vanilla: 3 / 4 examples; 0 / 1 groups at 1.00"
 
 
 def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
     targets = _module()
     table = targets.markdown_table(targets.load(_summary(tmp_path))).splitlines()
     assert len(table) == 4
-    assert table[2] == "| γ=1, T=1 | gsm8k | we-0.5 | 4 | 1.10 | 1.30 | 1.40 | 1.10 | 1.50 | 0.70 | 0.80 | 0.40 | 1.20 | n/a |"
+    assert table[2] == "| γ=1, T=1 | gsm8k | we-0.5 | 4 | 1.10 | 1.30 | 1.40 | 1.10 | 1.50 | 0.70 | 0.80 | 0.40 | 1.20 | 1.01 | n/a |"
 
 
 def test_missing_summary_is_a_one_line_error(tmp_path, capsys):

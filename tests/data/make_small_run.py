@@ -26,6 +26,9 @@ Accounting (the same for both tasks except cos's α sums):
     cos alpha_sum (small e1, large e1, small e2, large e2): gsm8k 64,14,34,8 (α=0.8); humaneval 56,12,30,7 (α=0.7)
     vanilla: every model one call per token, no drafts; direct_samples = tokens.
 
+Forward seconds (time inside model calls): small 0.2 × total and large 0.6 × total for e1,
+small 0.1 × total and large 0.4 × total for e2 (so loop overhead = Σ total / (0.8 t1 + 0.5 t2)).
+
 Correct: gsm8k vanilla/sd e1 True e2 False, cos both True; humaneval e1 True, e2 None (unscored) for all.
 Token ids: range(tokens); humaneval cos e2 differs from vanilla in its last token.
 """
@@ -41,6 +44,7 @@ SECONDS = {
     ("gsm8k", "vanilla"): (2.0, 2.0), ("gsm8k", "sd"): (1.0, 1.5), ("gsm8k", "cos"): (0.8, 1.0),
     ("humaneval", "vanilla"): (4.0, 2.0), ("humaneval", "sd"): (2.0, 1.2), ("humaneval", "cos"): (1.25, 1.0),
 }
+FORWARD_SHARES = {"e1": (0.2, 0.6), "e2": (0.1, 0.4)}  # per model: forward seconds / total seconds
 COS_ALPHA_SUMS = {"gsm8k": (64.0, 14.0, 34.0, 8.0), "humaneval": (56.0, 12.0, 30.0, 7.0)}
 
 
@@ -81,6 +85,8 @@ def record(task, method, example):
     if (task, method, example) == ("humaneval", "cos", "e2"):
         token_ids[-1] = 999
     models, corrections, direct = accounting(task, method, example, tokens)
+    for entry, share in zip(models, FORWARD_SHARES[example]):
+        entry["forward_seconds"] = round(share * total, 6)
     is_correct = correct(task, method, example)
     return {
         "key": f"{task}|{example}|we-0.5|{method}|0",
