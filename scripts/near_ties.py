@@ -1,0 +1,121 @@
+"""How close to a tie was each greedy divergence from vanilla? Evidence for "rounding, not the algorithm".
+
+Usage: python scripts/near_ties.py CONFIG RESULTS_DIR [RESULTS_DIR ...] [--dtype float32]
+
+For every greedy (T = 0) `sd`/`cos` record whose tokens differ from `vanilla`'s for the same
+prompt and setting, both decodes share the prefix up to the first differing position t, so in
+exact arithmetic they would pick the same token there. This script re-scores that shared prefix
+(prompt + vanilla's first t tokens) in one forward pass per model at `--dtype` (float32 by
+default) and prints the combined score of vanilla's token and of the other method's token:
+log-probabilities of the combined distribution at T = 1 (the quantity greedy takes the argmax of).
+A gap far below the low-precision run's rounding step (bf16 keeps 8 significant bits, so a logit
+near 16 is stored to ±0.0625) means the two tokens were tied to within what that run could resolve.
+
+CONFIG is the experiment YAML the results were made with; each RESULTS_DIR is a run folder (one
+records.jsonl) or a sweep folder of them. Everything printed is computed from the stored records
+and fresh forward passes; nothing is assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from cos_bench.bench import build_prompts, build_rule, load_engine, use_chat
+from cos_bench.config import apply_overrides, load_config
+from cos_bench.storage import RECORDS_NAME
+from cos_bench.tasks import get_task
+from cos_bench.tasks.data import resolve_data_source
+
+
+def divergences(folder: Path) -> list[dict]:
+    """Greedy sd/cos records differing from vanilla, with the first differing position."""
+    records = [json.loads(line) for line in (folder / RECORDS_NAME).read_text().splitlines() if line.strip()]
+    vanilla = {(r["task"], r["example_id"], r["setting"], r["repeat"]): r for r in records if r["method"] == "vanilla"}
+    found = []
+    for record in records:
+        reference = vanilla.get((record["task"], record["example_id"], record["setting"], record["repeat"]))
+        if record["temperature"] != 0 or record["method"] not in ("sd", "cos") or reference is None:
+            continue
+        ours, theirs = reference["token_ids"], record["token_ids"]
+        if ours == theirs:
+            continue
+        t = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        if t >= min(len(ours), len(theirs)):
+            continue  # one is a prefix of the other: a stop-rule difference, not a token choice
+        found.append({"folder": folder.name, "task": record["task"], "example_id": record["example_id"],
+                      "setting": record["setting"], "method": record["method"], "position": t,
+                      "prefix": ours[:t], "vanilla_token": ours[t], "other_token": theirs[t]})
+    return found
+
+
+def run_folders(paths: list[Path]) -> list[Path]:
+    folders = []
+    for path in paths:
+        folders += [path] if (path / RECORDS_NAME).exists() else sorted(p.parent for p in path.glob(f"*/{RECORDS_NAME}"))
+    return folders
+
+
+@torch.no_grad()
+def combined_logprobs(engine, rule, ids: torch.Tensor) -> torch.Tensor:
+    """log of the combined distribution at T = 1 for the next token after `ids` (one fresh forward per model)."""
+    logits = [runner.model(ids.unsqueeze(0)).logits[0, -1, : engine.vocab_size].double() for runner in engine.runners]
+    return torch.log(rule.combined_probs(logits, 1.0).clamp_min(1e-300))
+
+
+def shown(tokenizer, token: int) -> str:
+    """A token's text for a Markdown cell; a pipe would split the cell, so it is escaped."""
+    return repr(tokenizer.decode([token])).replace("|", "\\|")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("results", type=Path, nargs="+")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+
+    cases = [case for folder in run_folders(args.results) for case in divergences(folder)]
+    print(f"{len(cases)} greedy sd/cos decodes differ from vanilla")
+    if not cases:
+        return 0
+    cfg = load_config(args.config)
+    cfg = apply_overrides(cfg, {"dtype": args.dtype, **({"data_dir": args.data_dir} if args.data_dir else {})})
+    console = Console(stderr=True)
+    engine = load_engine(cfg, console)
+    chat = use_chat(cfg, engine.tokenizer)
+    source = resolve_data_source(cfg.data_dir)
+    names = [m.name for m in cfg.models]
+    rules = {c.label: build_rule(c, names) for c in cfg.combinations}
+    prompt_ids = {}
+    for task_name in sorted({case["task"] for case in cases}):
+        task = get_task(task_name)
+        wanted = {case["example_id"] for case in cases if case["task"] == task_name}
+        examples = [e for e in task.load(source, None, 0, cfg.seed, cfg.subjects) if str(e.example_id) in wanted]
+        for prompt in build_prompts(task, examples, engine, chat):
+            prompt_ids[(task_name, str(prompt.example.example_id))] = prompt.ids
+
+    print("| cell | task | example | setting | method | t | vanilla token | other token | gap (log-prob) | vanilla wins? |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    gaps = []
+    for case in cases:
+        prefix = torch.tensor(case["prefix"], dtype=torch.long, device=engine.device)
+        ids = torch.cat([prompt_ids[(case["task"], str(case["example_id"]))], prefix])
+        logprobs = combined_logprobs(engine, rules[case["setting"]], ids)
+        a, b = case["vanilla_token"], case["other_token"]
+        gap = float(logprobs[a] - logprobs[b])
+        gaps.append(abs(gap))
+        print(f"| {case['folder']} | {case['task']} | {case['example_id']} | {case['setting']} | {case['method']} | "
+              f"{case['position']} | {shown(engine.tokenizer, a)} | {shown(engine.tokenizer, b)} | {gap:+.4f} | {'yes' if gap > 0 else 'no'} |")
+    print(f"\n|gap| at {args.dtype}: max {max(gaps):.4f}, median {sorted(gaps)[len(gaps) // 2]:.4f} over {len(gaps)} decodes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

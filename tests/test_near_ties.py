@@ -1,0 +1,59 @@
+"""scripts/near_ties.py finds a greedy divergence and re-scores the shared prefix correctly (tiny pair)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny import save_tiny_pair
+from typer.testing import CliRunner
+
+from cos_bench.cli import app
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "near_ties.py"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data (the offline datasets)")
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("near_ties", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
+    small, large = save_tiny_pair(tmp_path / "models")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny",
+        "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
+        "combinations": [{"rule": "cd", "mu": 0.1, "expert": "large", "amateur": "small"}],
+        "methods": ["vanilla", "cos"], "tasks": ["gsm8k"], "limit": 1, "max_new_tokens": 6,
+        "data_dir": str(DATA), "warmup": 0, "dtype": "float32", "temperature": 0,
+    }))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    # Forge a cos record that leaves vanilla's path at position 1 (what bf16 rounding does at a near-tie).
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    (vanilla,) = [r for r in records if r["method"] == "vanilla"]
+    (cos,) = [r for r in records if r["method"] == "cos"]
+    assert cos["token_ids"] == vanilla["token_ids"] and len(vanilla["token_ids"]) > 1
+    forged = (vanilla["token_ids"][1] + 1) % 50
+    cos["token_ids"] = vanilla["token_ids"][:1] + [forged] + vanilla["token_ids"][2:]
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    assert _module().main([str(config), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 greedy sd/cos decodes differ from vanilla" in printed
+    (row,) = [line for line in printed.splitlines() if line.startswith("| run |")]
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip("|"))]  # token cells escape their pipes
+    assert cells[4:6] == ["cos", "1"]
+    # Vanilla took the fp32 argmax at that prefix, so its token must score strictly higher than the forged one.
+    assert float(cells[8]) > 0 and cells[9] == "yes"
