@@ -1,6 +1,6 @@
 """How close to a tie was each greedy divergence from vanilla? Evidence for "rounding, not the algorithm".
 
-Usage: python scripts/near_ties.py CONFIG RESULTS_DIR [RESULTS_DIR ...] [--dtype float32]
+Usage: python scripts/near_ties.py CONFIG RESULTS_DIR [RESULTS_DIR ...] [--dtype float32] [--compare bfloat16]
 
 For every greedy (T = 0) `sd`/`cos` record whose tokens differ from `vanilla`'s for the same
 prompt and setting, both decodes share the prefix up to the first differing position t, so in
@@ -10,6 +10,7 @@ default) and prints the combined score of vanilla's token and of the other metho
 log-probabilities of the combined distribution at T = 1 (the quantity greedy takes the argmax of).
 A gap far below the low-precision run's rounding step (bf16 keeps 8 significant bits, so a logit
 near 16 is stored to ±0.0625) means the two tokens were tied to within what that run could resolve.
+`--compare bfloat16` scores the same prefix at that dtype too and prints how far its gap moves.
 
 CONFIG is the experiment YAML the results were made with; each RESULTS_DIR is a run folder (one
 records.jsonl) or a sweep folder of them. Everything printed is computed from the stored records
@@ -79,6 +80,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--compare", default=None, help="also score at this dtype (e.g. bfloat16) to show its rounding shift")
     args = parser.parse_args(argv)
 
     cases = [case for folder in run_folders(args.results) for case in divergences(folder)]
@@ -89,6 +91,7 @@ def main(argv: list[str]) -> int:
     cfg = apply_overrides(cfg, {"dtype": args.dtype, **({"data_dir": args.data_dir} if args.data_dir else {})})
     console = Console(stderr=True)
     engine = load_engine(cfg, console)
+    other = load_engine(apply_overrides(cfg, {"dtype": args.compare}), console) if args.compare else None
     chat = use_chat(cfg, engine.tokenizer)
     source = resolve_data_source(cfg.data_dir)
     names = [m.name for m in cfg.models]
@@ -101,9 +104,10 @@ def main(argv: list[str]) -> int:
         for prompt in build_prompts(task, examples, engine, chat):
             prompt_ids[(task_name, str(prompt.example.example_id))] = prompt.ids
 
-    print("| cell | task | example | setting | method | t | vanilla token | other token | gap (log-prob) | vanilla wins? |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    gaps = []
+    extra = f" gap at {args.compare} | shift |" if other else ""
+    print(f"| cell | task | example | setting | method | t | vanilla token | other token | gap at {args.dtype} | vanilla wins? |{extra}")
+    print("| --- " * (10 + (2 if other else 0)) + "|")
+    gaps, shifts = [], []
     for case in cases:
         prefix = torch.tensor(case["prefix"], dtype=torch.long, device=engine.device)
         ids = torch.cat([prompt_ids[(case["task"], str(case["example_id"]))], prefix])
@@ -111,9 +115,18 @@ def main(argv: list[str]) -> int:
         a, b = case["vanilla_token"], case["other_token"]
         gap = float(logprobs[a] - logprobs[b])
         gaps.append(abs(gap))
+        compared = ""
+        if other:
+            low = combined_logprobs(other, rules[case["setting"]], ids.to(other.device))
+            low_gap = float(low[a] - low[b])
+            shifts.append(abs(low_gap - gap))
+            compared = f" {low_gap:+.4f} | {abs(low_gap - gap):.4f} |"
         print(f"| {case['folder']} | {case['task']} | {case['example_id']} | {case['setting']} | {case['method']} | "
-              f"{case['position']} | {shown(engine.tokenizer, a)} | {shown(engine.tokenizer, b)} | {gap:+.4f} | {'yes' if gap > 0 else 'no'} |")
+              f"{case['position']} | {shown(engine.tokenizer, a)} | {shown(engine.tokenizer, b)} | {gap:+.4f} | {'yes' if gap > 0 else 'no'} |{compared}")
     print(f"\n|gap| at {args.dtype}: max {max(gaps):.4f}, median {sorted(gaps)[len(gaps) // 2]:.4f} over {len(gaps)} decodes")
+    if shifts:
+        print(f"shift of the gap at {args.compare} (|gap at {args.compare} − gap at {args.dtype}|, same prefix, one pass): "
+              f"max {max(shifts):.4f}, median {sorted(shifts)[len(shifts) // 2]:.4f}")
     return 0
 
 
