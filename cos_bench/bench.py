@@ -32,7 +32,7 @@ from cos_bench.core.combine import CombinationRule
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import summarize
 from cos_bench.models import LoadedModel, load_model, shared_vocab_size
-from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_report
+from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_summary_report
 from cos_bench.storage import ResultsStore, load_records, read_manifest, record_key, write_manifest
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Example, Task
@@ -443,7 +443,7 @@ class LiveRates:
 def show(folder: Path, console: Console) -> None:
     summary = summarize(load_records([folder]))
     console.print(render_console_table(summary))
-    paths = write_report([folder], folder / "report")
+    paths = write_summary_report(summary, folder / "report")
     console.print(f"results: {folder}/records.jsonl; report: {paths.summary_md}")
 
 
@@ -486,8 +486,8 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
 def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> ReportPaths:
     """Tables and plots for results or sweep folders (sweep plots for each parameter a sweep varies)."""
     cells = [cell for folder in folders for cell in sweep_folders(folder)]
-    paths = write_report(cells, out_dir)
     summary = summarize(load_records(cells))
+    paths = write_summary_report(summary, out_dir)
     for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
         plot_sweep(summary, param, out_dir / f"sweep_{param}.png")
     console.print(render_console_table(summary))

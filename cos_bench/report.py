@@ -39,7 +39,11 @@ class ReportPaths:
 
 def write_report(folders: Sequence[Path], out_dir: Path) -> ReportPaths:
     """Summarize the records of `folders` and write the report files into `out_dir`."""
-    summary = summarize(load_records(folders))
+    return write_summary_report(summarize(load_records(folders)), out_dir)
+
+
+def write_summary_report(summary: pd.DataFrame, out_dir: Path) -> ReportPaths:
+    """The report files for an already computed summary (callers that also print it summarize once)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(

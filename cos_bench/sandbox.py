@@ -679,9 +679,9 @@ def _isolate_filesystem(program: bytes, expose: list[str], tmpfs_bytes: int, uid
     # Paths the interpreter needs that the steps below would hide: open them now, bind them back after.
     # Blocking ancestors are found now: once /tmp is replaced, a virtualenv's path under it no longer exists.
     hidden = [
-        (path, os.open(path, os.O_PATH), _blocked_ancestor(path))
+        (path, os.open(path, os.O_PATH), ancestor)
         for path in expose
-        if _blocked_ancestor(path) or _privatized(path)
+        if (ancestor := _blocked_ancestor(path)) or _privatized(path)
     ]
     _remount_all_read_only()
     for path, size, mode in _PRIVATE_MOUNTS:

@@ -9,7 +9,6 @@ repaired silently; damage anywhere else is reported, never guessed around.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -271,7 +270,7 @@ def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
         row[field] = sum(model[field] for model in models)
     row["drafted_by_position"] = sum_position_counts(model["drafted_by_position"] for model in models)
     row["accepted_by_position"] = sum_position_counts(model["accepted_by_position"] for model in models)
-    row["forward_s"] = sum(float(model.get("forward_seconds", math.nan)) for model in models)
+    row["forward_s"] = sum(float(model["forward_seconds"]) for model in models)
     row["corrections"] = accounting["corrections"]
     row["direct_samples"] = accounting["direct_samples"]
     for model in models:

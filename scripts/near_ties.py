@@ -20,23 +20,22 @@ and fresh forward passes; nothing is assumed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
-from cos_bench.bench import build_prompts, build_rule, load_engine, use_chat
+from cos_bench.bench import build_prompts, build_rule, load_engine, sweep_folders, use_chat
 from cos_bench.config import apply_overrides, load_config
-from cos_bench.storage import RECORDS_NAME
+from cos_bench.storage import RECORDS_NAME, read_records
 from cos_bench.tasks import get_task
 from cos_bench.tasks.data import resolve_data_source
 
 
 def divergences(folder: Path) -> list[dict]:
     """Greedy sd/cos records differing from vanilla, with the first differing position."""
-    records = [json.loads(line) for line in (folder / RECORDS_NAME).read_text().splitlines() if line.strip()]
+    records = read_records(folder / RECORDS_NAME)
     vanilla = {(r["task"], r["example_id"], r["setting"], r["repeat"]): r for r in records if r["method"] == "vanilla"}
     found = []
     for record in records:
@@ -53,13 +52,6 @@ def divergences(folder: Path) -> list[dict]:
                       "setting": record["setting"], "method": record["method"], "position": t,
                       "prefix": ours[:t], "vanilla_token": ours[t], "other_token": theirs[t]})
     return found
-
-
-def run_folders(paths: list[Path]) -> list[Path]:
-    folders = []
-    for path in paths:
-        folders += [path] if (path / RECORDS_NAME).exists() else sorted(p.parent for p in path.glob(f"*/{RECORDS_NAME}"))
-    return folders
 
 
 @torch.no_grad()
@@ -83,7 +75,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--compare", default=None, help="also score at this dtype (e.g. bfloat16) to show its rounding shift")
     args = parser.parse_args(argv)
 
-    cases = [case for folder in run_folders(args.results) for case in divergences(folder)]
+    cases = [case for path in args.results for folder in sweep_folders(path) for case in divergences(folder)]
     print(f"{len(cases)} greedy sd/cos decodes differ from vanilla")
     if not cases:
         return 0

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cos_bench.metrics import SWEEP_PREFIX, sweep_columns
+
 KEYS = ["run", "task", "setting"]
+SHORT_NAMES = {"gamma.small": "γ", "temperature": "T"}  # table labels for the usual swept parameters
 THEORY_FLOOR = 0.9
 OVERHEAD_CEILING = 1.10
 
@@ -27,6 +30,7 @@ OVERHEAD_CEILING = 1.10
 def load(path: Path) -> pd.DataFrame:
     """One row per (cell, task, setting) with each method's figures side by side."""
     frame = pd.read_csv(path, na_values=["n/a"])
+    frame["cell"] = cell_labels(frame)
     wide = frame.pivot_table(
         index=KEYS,
         columns="method",
@@ -35,6 +39,7 @@ def load(path: Path) -> pd.DataFrame:
     )
     wide.columns = [f"{method}_{value}" for value, method in wide.columns]
     per_group = frame.groupby(KEYS).agg(
+        cell=("cell", "first"),
         c=("c", "first"),
         temperature=("temperature", "first"),
         examples=("n_examples", "first"),
@@ -50,12 +55,21 @@ def load(path: Path) -> pd.DataFrame:
     return wide.join(per_group).join(vanilla).join(cos_columns).reset_index()
 
 
-def cell_label(run: str) -> str:
-    """'gamma.small-5_temperature-1' -> 'γ=5, T=1' (other sweep names are kept as they are)."""
-    parts = dict(part.rsplit("-", 1) for part in run.split("_") if "-" in part)
-    if set(parts) == {"gamma.small", "temperature"}:
-        return f"γ={parts['gamma.small']}, T={parts['temperature']}"
-    return run
+def cell_labels(frame: pd.DataFrame) -> pd.Series:
+    """Each row's sweep cell from its sweep_<param> columns, e.g. 'γ=5, T=1'; the run name outside a sweep."""
+    swept = sweep_columns(frame)
+    if not swept:
+        return frame["run"]
+
+    def label(row: pd.Series) -> str:
+        names = (column[len(SWEEP_PREFIX):] for column in swept)
+        return ", ".join(f"{SHORT_NAMES.get(name, name)}={_value(row[column])}" for name, column in zip(names, swept))
+
+    return frame.apply(label, axis=1)
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def _fmt(value: float) -> str:
@@ -79,7 +93,7 @@ def markdown_table(groups: pd.DataFrame) -> str:
     head = ["cell", "task", "setting", "n", *(name for name, _ in columns)]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for row in groups.to_dict("records"):
-        cells = [cell_label(row["run"]), row["task"], row["setting"], str(int(row["examples"]))]
+        cells = [row["cell"], row["task"], row["setting"], str(int(row["examples"]))]
         cells += [_fmt(row.get(key)) for _, key in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -123,7 +137,7 @@ def tallies(groups: pd.DataFrame) -> list[str]:
 def _misses(rows: pd.DataFrame, key: str) -> str:
     if rows.empty:
         return ""
-    listed = "; ".join(f"{cell_label(r.run)} {r.task} {r.setting} {getattr(r, key):.2f}" for r in rows.itertuples())
+    listed = "; ".join(f"{r.cell} {r.task} {r.setting} {getattr(r, key):.2f}" for r in rows.itertuples())
     return f"; misses: {listed}"
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "targets.py"
+GREEDY, SAMPLED = "gamma.small-5_temperature-0", "gamma.small-1_temperature-1"
+GAMMA_OF = {GREEDY: 5, SAMPLED: 1}  # the sweep_gamma.small column that cos-bench writes beside the run name
 
 
 def _module():
@@ -19,7 +21,7 @@ def _module():
 
 def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=None, identical=None, alpha=None):
     return {
-        "run": run, "task": "gsm8k", "setting": "we-0.5", "temperature": temperature, "method": method,
+        "run": run, "sweep_gamma.small": GAMMA_OF[run], "sweep_temperature": temperature, "task": "gsm8k", "setting": "we-0.5", "temperature": temperature, "method": method,
         "n_examples": 4, "speedup_mean": speedup, "speedup_decode": speedup,
         "theoretical_speedup": "n/a" if theory is None else theory,
         "measured_over_theoretical": "n/a" if ratio is None else ratio,
@@ -31,7 +33,7 @@ def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=No
 
 
 def _summary(tmp_path: Path) -> Path:
-    greedy, sampled = "gamma.small-5_temperature-0", "gamma.small-1_temperature-1"
+    greedy, sampled = GREEDY, SAMPLED
     rows = [
         # Greedy cell: every target met except identity (3 of 4 examples).
         _row(greedy, 0.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.05),
