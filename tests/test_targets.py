@@ -19,7 +19,7 @@ def _module():
     return module
 
 
-def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=None, identical=None, alpha=None):
+def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=None, identical=None, alpha=None, loop=None):
     return {
         "run": run, "sweep_gamma.small": GAMMA_OF[run], "sweep_temperature": temperature, "task": "gsm8k", "setting": "we-0.5", "temperature": temperature, "method": method,
         "n_examples": 4, "speedup_mean": speedup, "speedup_decode": speedup,
@@ -27,7 +27,7 @@ def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=No
         "measured_over_theoretical": "n/a" if ratio is None else ratio,
         "alpha_expected": "n/a" if alpha is None else alpha, "c": 0.4,
         "framework_overhead": "n/a" if overhead is None else overhead,
-        "loop_overhead": "n/a" if overhead is None else 1.01,
+        "loop_overhead": "n/a" if loop is None else loop,
         "identical_to_vanilla": "n/a" if identical is None else identical,
     }
 
@@ -36,14 +36,14 @@ def _summary(tmp_path: Path) -> Path:
     greedy, sampled = GREEDY, SAMPLED
     rows = [
         # Greedy cell: every target met except identity (3 of 4 examples).
-        _row(greedy, 0.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.05),
+        _row(greedy, 0.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.05, loop=1.01),
         _row(greedy, 0.0, "sd", 1.5, 1.5, 1.0, identical=1.0, alpha=0.9),
-        _row(greedy, 0.0, "cos", 1.8, 1.9, 0.95, identical=0.75, alpha=0.9),
+        _row(greedy, 0.0, "cos", 1.8, 1.9, 0.95, identical=0.75, alpha=0.9, loop=1.02),
         _row(greedy, 0.0, "hf-ensemble", 1.2, identical=0.5),
         # Sampled cell: cos slower than sd and below theory, overhead too high, hf-ensemble beats cos.
-        _row(sampled, 1.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.2),
+        _row(sampled, 1.0, "vanilla", 1.0, 1.0, 1.0, overhead=1.2, loop=1.01),
         _row(sampled, 1.0, "sd", 1.3, 1.3, 1.0, alpha=0.8),
-        _row(sampled, 1.0, "cos", 1.1, 1.5, 0.7, alpha=0.8),
+        _row(sampled, 1.0, "cos", 1.1, 1.5, 0.7, alpha=0.8, loop=1.03),
         _row(sampled, 1.0, "hf-ensemble", 1.4),
     ]
     path = tmp_path / "summary.csv"
@@ -60,7 +60,10 @@ def test_tallies_count_each_target_and_name_the_misses(tmp_path):
     assert lines[3].startswith("cos measured/theory >= 0.9: 1 / 2 groups") and "γ=1, T=1 gsm8k we-0.5 0.70" in lines[3]
     assert lines[5].startswith("vanilla overhead <= 1.1: 1 / 2 groups") and "1.20" in lines[5]
     assert lines[6] == "vanilla loop overhead (wall time / time inside forward calls, same decodes): 1.010-1.010 over 2 groups"
-    assert lines[7] == "greedy cos identical to vanilla: 3 / 4 examples; 0 / 1 groups at 1.00"
+    assert lines[7] == "cos loop overhead (wall time / time inside forward calls, same decodes): 1.020-1.030 over 2 groups"
+    assert lines[8] == "greedy cos identical to vanilla: 3 / 4 examples; 0 / 1 groups at 1.00"
+    assert lines[9] == "greedy sd identical to vanilla: 4 / 4 examples; 1 / 1 groups at 1.00"
+    assert lines[10] == "greedy hf-ensemble identical to vanilla: 2 / 4 examples; 0 / 1 groups at 1.00"
 
 
 def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
