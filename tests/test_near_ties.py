@@ -52,8 +52,26 @@ def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
     assert _module().main([str(config), str(out)]) == 0
     printed = capsys.readouterr().out
     assert "1 greedy sd/cos decodes differ from vanilla" in printed
+    assert f"python scripts/near_ties.py {config} {out}" in printed  # the page names the command that made it
     (row,) = [line for line in printed.splitlines() if line.startswith("| run |")]
     cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip("|"))]  # token cells escape their pipes
     assert cells[4:6] == ["cos", "1"]
     # Vanilla took the fp32 argmax at that prefix, so its token must score strictly higher than the forged one.
     assert float(cells[8]) > 0 and cells[9] == "yes"
+
+
+def test_verdict_calls_rounding_only_when_every_gap_is_inside_the_low_precision_shift():
+    verdict = _module().verdict
+    inside = verdict([0.02, -0.01, 0.04], [0.05, 0.01, 0.03], "float32", "bfloat16")
+    assert inside[0] == "|gap| at float32: max 0.0400, median 0.0200 over 3 decodes"
+    assert inside[1].endswith("max 0.0500, median 0.0300")
+    assert inside[2].startswith("Every float32 gap (at most 0.040) is smaller than the largest bfloat16 shift")
+    assert "In 1 of 3 cases, vanilla's own choice is the float32 loser." in inside[2]
+
+    outside = verdict([0.02, 0.30], [0.05, 0.01], "float32", "bfloat16")
+    assert outside[2].startswith("1 of 2 float32 gaps are at least the largest bfloat16 shift (0.050)")
+    assert not any("rounding flips" in line for line in outside)
+
+    alone = verdict([-0.5], [], "float32", None)
+    assert alone == ["|gap| at float32: max 0.5000, median 0.5000 over 1 decodes",
+                     "In 1 of 1 cases, vanilla's own choice is the float32 loser."]
