@@ -39,6 +39,10 @@ COLUMN_DOCS: dict[str, str] = {
     "speedup_pooled": "measured: tokens_per_s_pooled / the same of vanilla",
     "speedup_mean": "measured: tokens_per_s_mean / the same of vanilla",
     "speedup_repeat_std": "measured: standard deviation over repeats of the per-repeat speedup_mean",
+    "speedup_prompt_se": (
+        "measured: standard error over prompts of the per-prompt speedup (that prompt's mean rate / vanilla's on the "
+        "same prompt); the scale of speedup_mean's sampling noise"
+    ),
     "alpha_expected": "measured: α = Σ over verified drafts of Σ_x min(draft(x), combined(x)) / their number, all models pooled",
     "alpha_empirical": "measured: accepted drafts / drafted tokens, verifier bonus drafts included, all models pooled",
     "mean_accepted_length": (
@@ -157,16 +161,23 @@ def _speed_columns(group: pd.DataFrame) -> dict:
 
 def _comparison_columns(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
     if reference.empty:
-        return {"speedup_pooled": math.nan, "speedup_mean": math.nan, "speedup_repeat_std": math.nan, "speedup_decode": math.nan}
+        return {"speedup_pooled": math.nan, "speedup_mean": math.nan, "speedup_repeat_std": math.nan,
+                "speedup_prompt_se": math.nan, "speedup_decode": math.nan}
     pooled = _ratio(group["new_tokens"].sum(), group["total_s"].sum())
     vanilla_pooled = _ratio(reference["new_tokens"].sum(), reference["total_s"].sum())
     per_repeat = _rates(group).groupby(group["repeat"]).mean()
     vanilla_per_repeat = _rates(reference).groupby(reference["repeat"]).mean()
     repeat_speedups = (per_repeat / vanilla_per_repeat).dropna()  # repeats missing on either side drop out
+    # Paired by prompt: prompts differ far more in length and difficulty than methods do, so pairing
+    # takes that spread out of the noise estimate.
+    per_prompt = _rates(group).groupby(group["example_id"]).mean()
+    vanilla_per_prompt = _rates(reference).groupby(reference["example_id"]).mean()
+    prompt_speedups = (per_prompt / vanilla_per_prompt).dropna()
     return {
         "speedup_pooled": _ratio(pooled, vanilla_pooled),
         "speedup_mean": _ratio(_rates(group).mean(), _rates(reference).mean()),
         "speedup_repeat_std": _std(repeat_speedups),
+        "speedup_prompt_se": _std(prompt_speedups) / math.sqrt(len(prompt_speedups)) if len(prompt_speedups) else math.nan,
         "speedup_decode": _ratio(_decode_rate(group), _decode_rate(reference)),
     }
 

@@ -30,12 +30,14 @@ OVERHEAD_CEILING = 1.10
 def load(path: Path) -> pd.DataFrame:
     """One row per (cell, task, setting) with each method's figures side by side."""
     frame = pd.read_csv(path, na_values=["n/a"])
+    if "speedup_prompt_se" not in frame:  # summaries written before that column existed
+        frame["speedup_prompt_se"] = math.nan
     frame["cell"] = cell_labels(frame)
     wide = frame.pivot_table(
         index=KEYS,
         columns="method",
         values=["speedup_mean", "speedup_decode", "theoretical_speedup", "measured_over_theoretical",
-                "identical_to_vanilla", "loop_overhead"],
+                "identical_to_vanilla", "loop_overhead", "speedup_prompt_se"],
         aggfunc="first",
     )
     wide.columns = [f"{method}_{value}" for value, method in wide.columns]
@@ -106,7 +108,12 @@ def tallies(groups: pd.DataFrame) -> list[str]:
     out.append(f"cos faster than vanilla: {int(faster.sum())} / {n} groups "
                f"(end-to-end {groups.cos_speedup_mean.min():.2f}-{groups.cos_speedup_mean.max():.2f}x)")
     ratio = groups.cos_speedup_mean / groups.sd_speedup_mean
-    out.append(f"cos not slower than sd: {int((ratio >= 1.0).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})")
+    slower = groups[ratio < 1.0]
+    out.append(f"cos not slower than sd: {int((ratio >= 1.0).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})"
+               + ("; misses (speedup ± standard error over prompts): " + "; ".join(
+                   f"{r.cell} {r.task} {r.setting} cos {_with_se(r.cos_speedup_mean, r.cos_speedup_prompt_se)} "
+                   f"vs sd {_with_se(r.sd_speedup_mean, r.sd_speedup_prompt_se)}" for r in slower.itertuples())
+                  if len(slower) else ""))
     we = groups.dropna(subset=["hf-ensemble_speedup_mean"])
     if len(we):
         hf_ratio = we.cos_speedup_mean / we["hf-ensemble_speedup_mean"]
@@ -136,6 +143,10 @@ def tallies(groups: pd.DataFrame) -> list[str]:
         out.append(f"greedy {method} identical to vanilla: {int(same.sum())} / {int(greedy.examples.sum())} examples; "
                    f"{int((greedy[key] == 1.0).sum())} / {len(greedy)} groups at 1.00")
     return out
+
+
+def _with_se(value: float, se: float) -> str:
+    return _fmt(value) if math.isnan(se) else f"{value:.2f} ± {se:.2f}"
 
 
 def _misses(rows: pd.DataFrame, key: str) -> str:

@@ -190,6 +190,19 @@ def test_repeats_give_spread_over_repeats():
     assert close(cos["speedup_mean"], ((92.5 + 46.25) / 2) / 40)
 
 
+def test_speedup_noise_is_the_standard_error_of_per_prompt_speedups(summary):
+    # Two prompts each, paired with vanilla's rate on the same prompt (rates from SPEEDS' comments);
+    # with two values the standard error is |a - b| / 2.
+    expected = {
+        ("gsm8k", "vanilla"): 0.0,  # 50/50, 30/30
+        ("gsm8k", "sd"): (100 / 50 - 40 / 30) / 2,
+        ("gsm8k", "cos"): (125 / 50 - 60 / 30) / 2,  # 2.5 and 2.0 → 0.25
+        ("humaneval", "cos"): (80 / 25 - 60 / 30) / 2,  # 3.2 and 2.0 → 0.6
+    }
+    for (task, method), se in expected.items():
+        assert close(row(summary, task, method)["speedup_prompt_se"], se), (task, method)
+
+
 def test_sweep_cells_are_separate_rows_compared_with_unswept_vanilla():
     base = [r for r in fixture_records() if r["task"] == "gsm8k"]
     vanilla = [r for r in base if r["method"] == "vanilla"]
