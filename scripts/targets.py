@@ -25,19 +25,18 @@ KEYS = ["run", "task", "setting"]
 SHORT_NAMES = {"gamma.small": "γ", "temperature": "T"}  # table labels for the usual swept parameters
 THEORY_FLOOR = 0.9
 OVERHEAD_CEILING = 1.10
+PER_METHOD = ["speedup_mean", "speedup_decode", "theoretical_speedup", "measured_over_theoretical",
+              "identical_to_vanilla", "loop_overhead", "speedup_prompt_se"]  # summary columns set side by side per method
 
 
 def load(path: Path) -> pd.DataFrame:
     """One row per (cell, task, setting) with each method's figures side by side."""
     frame = pd.read_csv(path, na_values=["n/a"])
-    if "speedup_prompt_se" not in frame:  # summaries written before that column existed
-        frame["speedup_prompt_se"] = math.nan
     frame["cell"] = cell_labels(frame)
     wide = frame.pivot_table(
         index=KEYS,
         columns="method",
-        values=["speedup_mean", "speedup_decode", "theoretical_speedup", "measured_over_theoretical",
-                "identical_to_vanilla", "loop_overhead", "speedup_prompt_se"],
+        values=[value for value in PER_METHOD if value in frame],  # older summaries lack the newer columns
         aggfunc="first",
     )
     wide.columns = [f"{method}_{value}" for value, method in wide.columns]
@@ -108,12 +107,15 @@ def tallies(groups: pd.DataFrame) -> list[str]:
     out.append(f"cos faster than vanilla: {int(faster.sum())} / {n} groups "
                f"(end-to-end {groups.cos_speedup_mean.min():.2f}-{groups.cos_speedup_mean.max():.2f}x)")
     ratio = groups.cos_speedup_mean / groups.sd_speedup_mean
-    slower = groups[ratio < 1.0]
-    out.append(f"cos not slower than sd: {int((ratio >= 1.0).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})"
-               + ("; misses (speedup ± standard error over prompts): " + "; ".join(
-                   f"{r.cell} {r.task} {r.setting} cos {_with_se(r.cos_speedup_mean, r.cos_speedup_prompt_se)} "
-                   f"vs sd {_with_se(r.sd_speedup_mean, r.sd_speedup_prompt_se)}" for r in slower.itertuples())
-                  if len(slower) else ""))
+    slower = ratio < 1.0
+    cos_se, sd_se = _column(groups, "cos_speedup_prompt_se"), _column(groups, "sd_speedup_prompt_se")
+    slower_listed = "; ".join(
+        f"{groups.cell[i]} {groups.task[i]} {groups.setting[i]} cos {_with_se(groups.cos_speedup_mean[i], cos_se[i])} "
+        f"vs sd {_with_se(groups.sd_speedup_mean[i], sd_se[i])}"
+        for i in groups.index[slower]
+    )
+    out.append(f"cos not slower than sd: {int((~slower).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})"
+               + (f"; misses (speedup ± standard error over prompts): {slower_listed}" if slower_listed else ""))
     we = groups.dropna(subset=["hf-ensemble_speedup_mean"])
     if len(we):
         hf_ratio = we.cos_speedup_mean / we["hf-ensemble_speedup_mean"]
@@ -130,19 +132,25 @@ def tallies(groups: pd.DataFrame) -> list[str]:
     out.append(f"vanilla overhead <= {OVERHEAD_CEILING}: {int((overhead <= OVERHEAD_CEILING).sum())} / {len(overhead)} groups "
                f"({overhead.min():.2f}-{overhead.max():.2f})" + _misses(misses, "overhead"))
     for method in ("vanilla", "cos"):
-        loop = groups.get(f"{method}_loop_overhead", pd.Series(dtype=float)).dropna()
+        loop = _column(groups, f"{method}_loop_overhead").dropna()
         if len(loop):
             out.append(f"{method} loop overhead (wall time / time inside forward calls, same decodes): "
                        f"{loop.min():.3f}-{loop.max():.3f} over {len(loop)} groups")
     for method in ("cos", "sd", "hf-ensemble"):  # hf-ensemble is not exact by design; its rate is shown beside
-        key = f"{method}_identical_to_vanilla"
-        if key not in groups:
+        identical = _column(groups, f"{method}_identical_to_vanilla")
+        if identical.isna().all():  # the method was not run
             continue
-        greedy = groups[groups.temperature == 0].dropna(subset=[key])
-        same = (greedy[key] * greedy.examples).round().astype(int)
-        out.append(f"greedy {method} identical to vanilla: {int(same.sum())} / {int(greedy.examples.sum())} examples; "
-                   f"{int((greedy[key] == 1.0).sum())} / {len(greedy)} groups at 1.00")
+        greedy = (groups.temperature == 0) & identical.notna()
+        examples = groups.examples[greedy]
+        same = (identical[greedy] * examples).round().astype(int)
+        out.append(f"greedy {method} identical to vanilla: {int(same.sum())} / {int(examples.sum())} examples; "
+                   f"{int((identical[greedy] == 1.0).sum())} / {int(greedy.sum())} groups at 1.00")
     return out
+
+
+def _column(groups: pd.DataFrame, key: str) -> pd.Series:
+    """A per-method column, all NaN where the summary had none (pivot_table drops all-n/a columns)."""
+    return groups[key] if key in groups else pd.Series(math.nan, index=groups.index)
 
 
 def _with_se(value: float, se: float) -> str:

@@ -68,6 +68,14 @@ def test_tallies_count_each_target_and_name_the_misses(tmp_path):
     assert lines[10] == "greedy hf-ensemble identical to vanilla: 2 / 4 examples; 0 / 1 groups at 1.00"
 
 
+def test_a_summary_without_standard_errors_still_names_the_misses(tmp_path):
+    targets = _module()
+    path = _summary(tmp_path)
+    pd.read_csv(path).drop(columns=["speedup_prompt_se"]).to_csv(path, index=False)  # summaries older than the column
+    lines = targets.tallies(targets.load(path))
+    assert lines[1].endswith("misses (speedup ± standard error over prompts): γ=1, T=1 gsm8k we-0.5 cos 1.10 vs sd 1.30")
+
+
 def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
     targets = _module()
     table = targets.markdown_table(targets.load(_summary(tmp_path))).splitlines()
