@@ -165,19 +165,19 @@ def _comparison_columns(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
                 "speedup_prompt_se": math.nan, "speedup_decode": math.nan}
     pooled = _ratio(group["new_tokens"].sum(), group["total_s"].sum())
     vanilla_pooled = _ratio(reference["new_tokens"].sum(), reference["total_s"].sum())
-    per_repeat = _rates(group).groupby(group["repeat"]).mean()
-    vanilla_per_repeat = _rates(reference).groupby(reference["repeat"]).mean()
-    repeat_speedups = (per_repeat / vanilla_per_repeat).dropna()  # repeats missing on either side drop out
-    # Paired by prompt: prompts differ far more in length and difficulty than methods do, so pairing
-    # takes that spread out of the noise estimate.
-    per_prompt = _rates(group).groupby(group["example_id"]).mean()
-    vanilla_per_prompt = _rates(reference).groupby(reference["example_id"]).mean()
-    prompt_speedups = (per_prompt / vanilla_per_prompt).dropna()
+    rates, vanilla_rates = _rates(group), _rates(reference)
+
+    def paired_speedups(by: str) -> pd.Series:
+        # Keys (repeats or prompts) missing on either side drop out.
+        return (rates.groupby(group[by]).mean() / vanilla_rates.groupby(reference[by]).mean()).dropna()
+
     return {
         "speedup_pooled": _ratio(pooled, vanilla_pooled),
-        "speedup_mean": _ratio(_rates(group).mean(), _rates(reference).mean()),
-        "speedup_repeat_std": _std(repeat_speedups),
-        "speedup_prompt_se": _std(prompt_speedups) / math.sqrt(len(prompt_speedups)) if len(prompt_speedups) else math.nan,
+        "speedup_mean": _ratio(rates.mean(), vanilla_rates.mean()),
+        "speedup_repeat_std": _std(paired_speedups("repeat")),
+        # Paired by prompt: prompts differ far more in length and difficulty than methods do, so pairing
+        # takes that spread out of the noise estimate.
+        "speedup_prompt_se": _standard_error(paired_speedups("example_id")),
         "speedup_decode": _ratio(_decode_rate(group), _decode_rate(reference)),
     }
 
@@ -306,6 +306,10 @@ def _quality(correct: pd.Series) -> float:
 
 def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
+
+
+def _standard_error(values: pd.Series) -> float:
+    return _std(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
             low = combined_logprobs(other, rules[case["setting"]], ids.to(other.device))
             low_gap = float(low[a] - low[b])
             shifts.append(abs(low_gap - gap))
-            compared = f" {low_gap:+.4f} | {abs(low_gap - gap):.4f} |"
+            compared = f" {low_gap:+.4f} | {shifts[-1]:.4f} |"
         print(f"| {case['folder']} | {case['task']} | {case['example_id']} | {case['setting']} | {case['method']} | "
               f"{case['position']} | {shown(engine.tokenizer, a)} | {shown(engine.tokenizer, b)} | {gap:+.4f} | {'yes' if gap > 0 else 'no'} |{compared}")
     print()
