@@ -417,7 +417,13 @@ def test_plain_fallback_as_root_still_cleans_up(monkeypatch) -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     verdict = run_hostile(bomb, timeout_s=2.0, limits=Limits(processes=16))
     assert verdict.status == "timed out", verdict
-    escape = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(120)\nraise SystemExit(1)\n"
+    # The parent exits only once the child has left its process group (a pipe says so):
+    # otherwise, on a loaded machine, the launcher's group kill can take the child before
+    # its setsid and there is no leftover for the uid sweep to find.
+    escape = (
+        "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    os.write(w, b'x')\n"
+        "    time.sleep(120)\nos.read(r, 1)\nraise SystemExit(1)\n"
+    )
     verdict = run_hostile(escape)
     assert verdict.status == "failed" and "killed 1 leftover process" in verdict.reason
     assert not verdict.isolated_network
