@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -109,13 +110,10 @@ def tallies(groups: pd.DataFrame) -> list[str]:
     ratio = groups.cos_speedup_mean / groups.sd_speedup_mean
     slower = ratio < 1.0
     cos_se, sd_se = _column(groups, "cos_speedup_prompt_se"), _column(groups, "sd_speedup_prompt_se")
-    slower_listed = "; ".join(
-        f"{groups.cell[i]} {groups.task[i]} {groups.setting[i]} cos {_with_se(groups.cos_speedup_mean[i], cos_se[i])} "
-        f"vs sd {_with_se(groups.sd_speedup_mean[i], sd_se[i])}"
-        for i in groups.index[slower]
-    )
     out.append(f"cos not slower than sd: {int((~slower).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})"
-               + (f"; misses (speedup ± standard error over prompts): {slower_listed}" if slower_listed else ""))
+               + _misses(groups[slower], lambda r: f"cos {_with_se(r.cos_speedup_mean, cos_se[r.name])} "
+                                                   f"vs sd {_with_se(r.sd_speedup_mean, sd_se[r.name])}",
+                         "misses (speedup ± standard error over prompts)"))
     we = groups.dropna(subset=["hf-ensemble_speedup_mean"])
     if len(we):
         hf_ratio = we.cos_speedup_mean / we["hf-ensemble_speedup_mean"]
@@ -126,11 +124,11 @@ def tallies(groups: pd.DataFrame) -> list[str]:
         mt = groups[f"{method}_measured_over_theoretical"].dropna()
         misses = groups.loc[mt[mt < THEORY_FLOOR].index]
         out.append(f"{method} measured/theory >= {THEORY_FLOOR}: {int((mt >= THEORY_FLOOR).sum())} / {len(mt)} groups "
-                   f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, f"{method}_measured_over_theoretical"))
+                   f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, lambda r: f"{r[f'{method}_measured_over_theoretical']:.2f}"))
     overhead = groups.overhead.dropna()
     misses = groups.loc[overhead[overhead > OVERHEAD_CEILING].index]
     out.append(f"vanilla overhead <= {OVERHEAD_CEILING}: {int((overhead <= OVERHEAD_CEILING).sum())} / {len(overhead)} groups "
-               f"({overhead.min():.2f}-{overhead.max():.2f})" + _misses(misses, "overhead"))
+               f"({overhead.min():.2f}-{overhead.max():.2f})" + _misses(misses, lambda r: f"{r.overhead:.2f}"))
     for method in ("vanilla", "cos"):
         loop = _column(groups, f"{method}_loop_overhead").dropna()
         if len(loop):
@@ -157,11 +155,12 @@ def _with_se(value: float, se: float) -> str:
     return _fmt(value) if math.isnan(se) else f"{value:.2f} ± {se:.2f}"
 
 
-def _misses(rows: pd.DataFrame, key: str) -> str:
+def _misses(rows: pd.DataFrame, describe: Callable[[pd.Series], str], heading: str = "misses") -> str:
+    """'; heading: <group> <describe(row)>; …' naming each group that missed a target, or '' if none did."""
     if rows.empty:
         return ""
-    listed = "; ".join(f"{r.cell} {r.task} {r.setting} {getattr(r, key):.2f}" for r in rows.itertuples())
-    return f"; misses: {listed}"
+    listed = "; ".join(f"{r.cell} {r.task} {r.setting} {describe(r)}" for _, r in rows.iterrows())
+    return f"; {heading}: {listed}"
 
 
 def main(argv: list[str]) -> int:
