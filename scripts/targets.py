@@ -114,7 +114,7 @@ def tallies(groups: pd.DataFrame) -> list[str]:
                + _misses(groups[slower], lambda r: f"cos {_with_se(r.cos_speedup_mean, cos_se[r.name])} "
                                                    f"vs sd {_with_se(r.sd_speedup_mean, sd_se[r.name])}",
                          "misses (speedup ± standard error over prompts)"))
-    we = groups.dropna(subset=["hf-ensemble_speedup_mean"])
+    we = groups[_column(groups, "hf-ensemble_speedup_mean").notna()]  # none where only CD ran
     if len(we):
         hf_ratio = we.cos_speedup_mean / we["hf-ensemble_speedup_mean"]
         out.append(f"hf-ensemble faster than cos: {int((hf_ratio < 1.0).sum())} / {len(we)} WE groups "

@@ -86,3 +86,15 @@ def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
 def test_missing_summary_is_a_one_line_error(tmp_path, capsys):
     assert _module().main([str(tmp_path / "nope.csv")]) == 2
     assert "run `cos-bench report" in capsys.readouterr().err
+
+
+def test_a_summary_without_hf_ensemble_skips_its_tallies(tmp_path):
+    # A CD-only run (e.g. results/cpu-fp32-identity) has no hf-ensemble rows at all.
+    targets = _module()
+    path = _summary(tmp_path)
+    frame = pd.read_csv(path)
+    frame[frame.method != "hf-ensemble"].to_csv(path, index=False)
+    lines = targets.tallies(targets.load(path))
+    assert not any("hf-ensemble" in line for line in lines)
+    assert lines[1].startswith("cos not slower than sd: 1 / 2 groups")
+    assert lines[2].startswith("cos measured/theory >= 0.9: 1 / 2 groups")
