@@ -32,8 +32,11 @@ bench: setup
 	$(BIN)/cos-bench sweep --config configs/cpu-benchmark.yaml --out results/cpu-benchmark --allow-code-eval $(DATA_OPT)
 
 # Engine check on a CUDA machine with no network: random-weight Qwen2.5 shapes, < 5 minutes.
-gpu-check: setup
-	$(BIN)/python scripts/gpu_check.py
+# Not through setup, which installs the CPU build of torch and needs the network: GPU_PYTHON is
+# an interpreter that already has a CUDA torch and transformers >= 5.24.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
