@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -35,9 +36,9 @@ from packaging.version import Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cos_bench.core import CORE_METHODS, DecodeSettings, HFRunner, StopRule, WeightedEnsemble  # noqa: E402
+from cos_bench.core import CORE_METHODS, DecodeResult, DecodeSettings, HFRunner, StopRule, WeightedEnsemble  # noqa: E402
 from cos_bench.theory import theoretical_speedup  # noqa: E402
-from cos_bench.timing import cost_ratio, step_seconds, synchronize  # noqa: E402
+from cos_bench.timing import cost_ratio, step_seconds, timed  # noqa: E402
 
 QWEN_SHAPES = {
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -75,37 +76,32 @@ def decode_stats(methods: tuple[str, ...], runners, prompts, settings: DecodeSet
     """Time each method on every prompt, the methods interleaved per prompt so that a drift in the
     machine's speed (clocks, a noisy host) falls on all of them alike."""
     stop = StopRule(new_tokens)
-    tally = {method: {"seconds": 0.0, "tokens": 0, "decode_seconds": [], "alphas": [],
-                      "calls": {r.name: 0 for r in runners}, "forward": {r.name: 0.0 for r in runners}}
-             for method in methods}
+    runs: dict[str, list[tuple[DecodeResult, float]]] = {method: [] for method in methods}
     for index, prompt in enumerate(prompts):
         for method in methods:
-            t = tally[method]
             generator = torch.Generator(device=device).manual_seed(index)
-            synchronize(device)
-            start = time.perf_counter()
-            result = CORE_METHODS[method](runners, prompt, settings, stop, generator)
-            synchronize(device)
-            elapsed = time.perf_counter() - start
-            t["seconds"] += elapsed
-            t["tokens"] += len(result.token_ids)
-            t["decode_seconds"].append((elapsed - result.first_token_seconds) / max(1, len(result.token_ids) - 1))
-            if result.expected_acceptance is not None:
-                t["alphas"].append(result.expected_acceptance)
-            for model in result.models:
-                t["calls"][model.name] += model.forward_calls
-                t["forward"][model.name] += model.forward_seconds
+            runs[method].append(timed(lambda: CORE_METHODS[method](runners, prompt, settings, stop, generator), device))
+    return {method: _summary(method_runs) for method, method_runs in runs.items()}
+
+
+def _summary(runs: list[tuple[DecodeResult, float]]) -> dict:
+    seconds = sum(elapsed for _, elapsed in runs)
+    alphas = [result.expected_acceptance for result, _ in runs if result.expected_acceptance is not None]
+    calls, forward = Counter(), Counter()
+    for result, _ in runs:
+        for model in result.models:
+            calls[model.name] += model.forward_calls
+            forward[model.name] += model.forward_seconds
     return {
-        method: {
-            "tokens_per_s": t["tokens"] / t["seconds"],
-            "decode_s_per_token": statistics.mean(t["decode_seconds"]),
-            "alpha": statistics.mean(t["alphas"]) if t["alphas"] else None,
-            # Inside the loop nothing waits for the device between calls, so on a launch-bound GPU a
-            # call's in-loop time can differ from the synchronised step time that c is measured with.
-            "forward_s_per_call": {name: t["forward"][name] / t["calls"][name] for name in t["calls"] if t["calls"][name]},
-            "loop_overhead": t["seconds"] / sum(t["forward"].values()),
-        }
-        for method, t in tally.items()
+        "tokens_per_s": sum(len(result.token_ids) for result, _ in runs) / seconds,
+        "decode_s_per_token": statistics.mean(
+            (elapsed - result.first_token_seconds) / max(1, len(result.token_ids) - 1) for result, elapsed in runs
+        ),
+        "alpha": statistics.mean(alphas) if alphas else None,
+        # Inside the loop nothing waits for the device between calls, so on a launch-bound GPU a
+        # call's in-loop time can differ from the synchronised step time that c is measured with.
+        "forward_s_per_call": {name: forward[name] / calls[name] for name in calls if calls[name]},
+        "loop_overhead": seconds / sum(forward.values()),
     }
 
 
@@ -166,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if Version(transformers.__version__) < MIN_TRANSFORMERS:
         parser.error(f"transformers {transformers.__version__} found; the runners need >= {MIN_TRANSFORMERS} "
-                     "(pip install 'transformers>=5.24,<6', or carry its wheel to an offline machine)")
+                     f"(pip install 'transformers>={MIN_TRANSFORMERS},<6', or carry its wheel to an offline machine)")
     if device.type != "cuda" and not args.tiny:
         parser.error("no CUDA device: this check is for a GPU machine (use --tiny for a CPU smoke run)")
     shapes = TINY_SHAPES if args.tiny else QWEN_SHAPES
