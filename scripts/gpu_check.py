@@ -174,9 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
     vocab = min(SHARED_VOCAB, *(m.config.vocab_size for m in models.values()))
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, vocab, (args.prompt_tokens,), generator=generator).to(device) for _ in range(args.prompts)]
-    for name, model in models.items():
-        warm_up(HFRunner(name, model, vocab), prompts, device, args.warmup_s)
-    step = {name: step_seconds(HFRunner(name, model, vocab), prompts, device) for name, model in models.items()}
+    runners = {name: HFRunner(name, model, vocab) for name, model in models.items()}
+    for runner in runners.values():
+        warm_up(runner, prompts, device, args.warmup_s)
+    step = {name: step_seconds(runner, prompts, device) for name, runner in runners.items()}
     for name, seconds in step.items():
         print(f"step time {name}: {seconds * 1000:.2f} ms (median single-token forward, measured)")
     pairs = [(names[0], names[2]), (names[1], names[2]), (names[0], names[1])]
