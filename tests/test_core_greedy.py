@@ -2,7 +2,8 @@
 
 Real (tiny, random, float64) Hugging Face models, so the KV-cache paths —
 multi-token scoring, lagging caches, cropping after rejections — are the ones
-used on real models. Two kinds of drafter: identical to the verifier (every
+used on real models, behind both runners: eager with a DynamicCache, and the
+compiled engine's StaticCache runner (run uncompiled here). Two kinds of drafter: identical to the verifier (every
 draft accepted) and an independent random model (frequent rejections).
 """
 
@@ -13,9 +14,9 @@ import itertools
 
 import pytest
 import torch
-from tiny import tiny_llama
+from tiny import ENGINES, make_runner, tiny_llama
 
-from cos_bench.core import CORE_METHODS, Contrastive, DecodeSettings, HFRunner, StopRule, WeightedEnsemble
+from cos_bench.core import CORE_METHODS, Contrastive, DecodeSettings, StopRule, WeightedEnsemble
 
 VOCAB = 64
 NEW_TOKENS = 20
@@ -37,10 +38,10 @@ def model(seed: int):
     return tiny_llama(seed, VOCAB)
 
 
-def runners(kind: str, family: tuple[int, ...], n: int) -> list[HFRunner]:
+def runners(kind: str, family: tuple[int, ...], n: int, engine: str = "eager") -> list:
     # "identical": every role is the same weights (each with its own cache) — all drafts accepted.
     seeds = family[:n] if kind == "random" else (family[0],) * n
-    return [HFRunner(f"m{i}", model(seed), VOCAB) for i, seed in enumerate(seeds)]
+    return [make_runner(engine, f"m{i}", model(seed), VOCAB) for i, seed in enumerate(seeds)]
 
 
 @functools.cache
@@ -55,8 +56,9 @@ def vanilla_ids(rule: str, kind: str, family: tuple[int, ...], prompt: tuple[int
 CASES = list(itertools.product(RULES, (1, 3, 5), (1, 2), (0, 1), ("random", "identical")))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("rule,gamma_small,gamma_large,proposer,kind", CASES)
-def test_greedy_identical_to_vanilla(rule, gamma_small, gamma_large, proposer, kind):
+def test_greedy_identical_to_vanilla(rule, gamma_small, gamma_large, proposer, kind, engine):
     n = RULES[rule]().n_models
     gammas = (gamma_small,) + (gamma_large,) * (n - 1)
     settings = DecodeSettings(RULES[rule](), 0.0, gammas, proposer)
@@ -64,8 +66,8 @@ def test_greedy_identical_to_vanilla(rule, gamma_small, gamma_large, proposer, k
     for family, prompt in itertools.product(MODEL_SEEDS, PROMPTS):
         expected = vanilla_ids(rule, kind, family, prompt)
         for method in ("sd", "cos"):
-            result = CORE_METHODS[method](runners(kind, family, n), torch.tensor(prompt), settings, StopRule(NEW_TOKENS))
-            assert result.token_ids == expected, f"{method} diverged from vanilla on prompt {prompt}, models {family}"
+            result = CORE_METHODS[method](runners(kind, family, n, engine), torch.tensor(prompt), settings, StopRule(NEW_TOKENS))
+            assert result.token_ids == expected, f"{method} ({engine}) diverged from vanilla on prompt {prompt}, models {family}"
             rejections += result.corrections
     if kind == "identical":
         assert rejections == 0
@@ -75,5 +77,17 @@ def test_greedy_identical_to_vanilla(rule, gamma_small, gamma_large, proposer, k
 
 
 def test_case_grid_size():
-    # 6 rules × 3 small γ × 2 large γ × 2 proposers × 2 drafter kinds, each over 6 prompt/model pairs.
-    assert len(CASES) == 144
+    # 6 rules × 3 small γ × 2 large γ × 2 proposers × 2 drafter kinds, each over 6 prompt/model pairs,
+    # for each of the 2 runners.
+    assert len(CASES) == 144 and len(ENGINES) == 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("rule", ["we-0.5", "we3"])
+def test_vanilla_is_the_same_on_both_runners(rule, engine):
+    # The reference itself does not depend on the runner: static-cache vanilla equals eager vanilla.
+    n = RULES[rule]().n_models
+    settings = DecodeSettings(RULES[rule](), 0.0, (1,) * n)
+    for family, prompt in itertools.product(MODEL_SEEDS, PROMPTS):
+        result = CORE_METHODS["vanilla"](runners("random", family, n, engine), torch.tensor(prompt), settings, StopRule(NEW_TOKENS))
+        assert result.token_ids == vanilla_ids(rule, "random", family, prompt)

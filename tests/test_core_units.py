@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
-from tiny import TableRunner, tiny_llama
+from tiny import ENGINES, TableRunner, make_runner, tiny_llama
 
 from cos_bench.core import CORE_METHODS, Contrastive, DecodeSettings, HFRunner, StopRule, WeightedEnsemble, get_method
 from cos_bench.core.combine import model_probs
-from cos_bench.core.sampling import residual_probs, verify_block
+from cos_bench.core.sampling import residual_probs, sample, verify_block
+from cos_bench.core.runner import PREFILL_BUCKET
 from cos_bench.core.speculative import SpeculativeEngine
 from cos_bench.errors import CosBenchError
 
@@ -62,6 +63,15 @@ def test_model_probs_greedy_is_one_hot():
 # --- verification ----------------------------------------------------------------------------
 
 
+def test_sample_draws_what_multinomial_draws():
+    # The exponential race replaces torch.multinomial (which syncs a GPU): same ids, same generator state.
+    for seed in range(20):
+        probs = torch.softmax(torch.randn(50, generator=torch.Generator().manual_seed(seed)) * 3, dim=-1)
+        ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        assert int(sample(probs, ours)) == int(torch.multinomial(probs, 1, generator=theirs)[0])
+        assert torch.equal(torch.rand(3, generator=ours), torch.rand(3, generator=theirs))
+
+
 def test_residual_is_normalised_positive_part():
     target, draft = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.6, 0.2])
     assert torch.allclose(residual_probs(target, draft), torch.tensor([1.0, 0.0, 0.0]))
@@ -74,14 +84,76 @@ def test_verify_block_greedy_accepts_argmax_and_corrects():
     verdict = verify_block(torch.tensor([2, 0, 3]), draft, target, torch.Generator().manual_seed(0))
     assert (verdict.n_accepted, verdict.correction) == (1, 1)
     assert verdict.overlaps == (1.0, 0.0)  # α per verified position; the third never got a verdict
+    assert verdict.accepted_tokens == (2,)
+
+
+class DeviceOnlyRunner:
+    """A runner whose logits come from tensor ops alone (no host reads), so any host transfer
+    counted during a decode is the engine's own."""
+
+    def __init__(self, name: str, seed: int, vocab: int = 16):
+        self.name = name
+        self.table = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed)) * 2  # last token -> logits
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache_len, self.calls = 0, 0
+
+    def feed(self, tokens, keep):
+        self.cache_len += tokens.shape[0]
+        self.calls += 1
+        return self.table[tokens[-keep:]]
+
+    def crop(self, length):
+        self.cache_len = min(self.cache_len, length)
+
+    def stats(self):
+        from cos_bench.core.runner import ForwardStats
+
+        return ForwardStats(self.calls, 0, 0.0)
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the tensor -> Python conversions (each a device sync on a GPU)."""
+
+    READS = ("tolist", "item", "__int__", "__bool__", "__float__", "__index__")
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("method", ["vanilla", "sd", "cos"])
+def test_one_host_read_per_decision(method, temperature, monkeypatch):
+    # On a GPU every read of a device value stalls the host: vanilla may read each sampled token
+    # (its stop check), sd and cos one packed verdict per verified block — drafting reads nothing.
+    import cos_bench.core.speculative as speculative
+
+    blocks = []
+    monkeypatch.setattr(speculative, "verify_block", lambda *args: blocks.append(1) or verify_block(*args))
+    runners = [DeviceOnlyRunner("a", 1), DeviceOnlyRunner("b", 2)]
+    settings = DecodeSettings(WeightedEnsemble([0.5, 0.5]), temperature, (3, 2))
+    with HostReads() as reads:
+        result = get_method(method)(runners, torch.tensor([1, 2]), settings, StopRule(40), torch.Generator().manual_seed(0))
+    assert len(result.token_ids) == 40
+    expected = len(result.token_ids) if method == "vanilla" else len(blocks)
+    assert reads.count == expected
+    if method != "vanilla":
+        assert 0 < len(blocks) < 40 and result.corrections > 0  # several tokens per read, rejections included
 
 
 # --- cache rollback --------------------------------------------------------------------------
 
 
-def test_cropped_cache_continues_like_a_fresh_prefill():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cropped_cache_continues_like_a_fresh_prefill(engine):
     model = tiny_llama(3)
-    runner = HFRunner("m", model, 64)
+    runner = make_runner(engine, "m", model, 64)
     committed = torch.tensor([5, 9, 2, 44, 17])
     runner.feed(committed, keep=1)
     runner.feed(torch.tensor([8, 8, 8, 8]), keep=4)  # four drafts, then all rejected
@@ -92,10 +164,11 @@ def test_cropped_cache_continues_like_a_fresh_prefill():
     assert torch.allclose(continued, prefilled, atol=1e-10)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("method", ["sd", "cos"])
-def test_caches_after_a_decode_with_rejections_match_fresh_prefill(method):
+def test_caches_after_a_decode_with_rejections_match_fresh_prefill(method, engine):
     models = [tiny_llama(10), tiny_llama(11)]
-    runners = [HFRunner(f"m{i}", m, 64) for i, m in enumerate(models)]
+    runners = [make_runner(engine, f"m{i}", m, 64) for i, m in enumerate(models)]
     settings = DecodeSettings(WeightedEnsemble([0.5, 0.5]), 1.0, (4, 2))
     prompt = torch.tensor([1, 2, 3])
     engine = SpeculativeEngine(runners, prompt, settings, StopRule(24), torch.Generator().manual_seed(5))
@@ -110,6 +183,42 @@ def test_caches_after_a_decode_with_rejections_match_fresh_prefill(method):
         continued = runner.feed(sequence[runner.cache_len :], keep=1)
         fresh = HFRunner("fresh", model, 64).feed(sequence, keep=1)
         assert torch.allclose(continued, fresh, atol=1e-10)
+
+
+def test_static_runner_reuses_its_buffers_across_crops_and_resets():
+    # CUDA graphs replay fixed addresses: cropping, refilling and resetting must never reallocate.
+    runner = make_runner("static", "m", tiny_llama(3), 64, capacity=32, max_block=4)
+    addresses = [layer.keys.data_ptr() for layer in runner.cache.layers]
+    runner.feed(torch.tensor([5, 9, 2, 44, 17]), keep=1)
+    runner.feed(torch.tensor([8, 8, 8]), keep=3)
+    runner.crop(5)
+    runner.reset()
+    runner.feed(torch.tensor([1, 2]), keep=1)
+    assert [layer.keys.data_ptr() for layer in runner.cache.layers] == addresses
+    assert runner.cache_len == 2 and int(runner.cache.get_seq_length()) == 2
+
+
+def test_static_runner_padded_prefill_gives_the_unpadded_logits():
+    # The compiled runner pads long feeds to PREFILL_BUCKET and crops the padding back; the real
+    # positions' logits and the cache it leaves behind must not see the padding.
+    model = tiny_llama(3)
+    padded = make_runner("static", "p", model, 64, capacity=160, max_block=4)
+    padded.compiled = True  # padding follows the compiled flag; the forward itself stays eager here
+    prompt = torch.tensor([5, 9, 2, 44, 17, 3, 3])
+    assert padded.padded_length(len(prompt)) == PREFILL_BUCKET
+    first = padded.feed(prompt, keep=2)
+    assert padded.cache_len == len(prompt) and int(padded.cache.get_seq_length()) == len(prompt)
+    step = padded.feed(torch.tensor([30]), keep=1)
+    reference = HFRunner("r", model, 64)
+    assert torch.allclose(first, reference.feed(prompt, keep=2), atol=1e-10)
+    assert torch.allclose(step, reference.feed(torch.tensor([30]), keep=1), atol=1e-10)
+
+
+def test_static_runner_refuses_to_overflow_in_one_line():
+    runner = make_runner("static", "m", tiny_llama(3), 64, capacity=8, max_block=4)
+    runner.feed(torch.arange(6), keep=1)
+    with pytest.raises(CosBenchError, match="static cache holds 8"):
+        runner.feed(torch.arange(3), keep=1)
 
 
 # --- accounting ------------------------------------------------------------------------------

@@ -13,7 +13,20 @@ import hashlib
 
 import torch
 
-from cos_bench.core.runner import ForwardStats
+from cos_bench.core.runner import ForwardStats, HFRunner, StaticRunner
+
+# The runners a real model can sit behind: eager + DynamicCache, and the compiled engine's
+# StaticCache logic run uncompiled (compiling takes tens of seconds; one slow test does it).
+ENGINES = ("eager", "static")
+
+
+def make_runner(engine: str, name: str, model, vocab: int, capacity: int = 128, max_block: int = 12):
+    """A runner of the given engine kind for a real (tiny) Hugging Face model."""
+    if engine == "eager":
+        return HFRunner(name, model, vocab)
+    if engine == "static":
+        return StaticRunner(name, model, vocab, capacity=capacity, max_block=max_block, compiled=False)
+    raise ValueError(f"unknown engine {engine!r}")
 
 
 def tiny_llama(seed: int, vocab: int = 64, init: float = 0.5, embed_rows: int | None = None):

@@ -2,17 +2,27 @@
 
 The decoding loops talk to models through this narrow seam. A runner knows
 how many tokens its cache holds; `feed` appends tokens and returns logits,
-`crop` rolls the cache back after a rejection. `HFRunner` wraps a Hugging
-Face causal LM; tests also use table-driven runners with the same interface.
+`crop` rolls the cache back after a rejection. Two runners wrap a Hugging
+Face causal LM: `HFRunner` (eager forwards, a DynamicCache that grows) and
+`StaticRunner` (a StaticCache allocated once, optionally compiled, with CUDA
+graphs on CUDA). Tests also use table-driven runners with the same interface.
 """
 
 from __future__ import annotations
 
 import time
+import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from cos_bench.errors import CosBenchError
+
+# A compiled runner pads long feeds (prefills) up to a multiple of this, so a run with many
+# prompt lengths records a handful of CUDA graphs instead of one per length.
+PREFILL_BUCKET = 64
 
 
 @dataclass(frozen=True)
@@ -127,3 +137,138 @@ class HFRunner:
 
     def stats(self) -> ForwardStats:
         return ForwardStats(self._calls, self._tokens, self._timer.seconds())
+
+
+class StaticRunner:
+    """A Hugging Face causal LM with a StaticCache allocated once, optionally compiled.
+
+    Eager forwards through a Hugging Face model at batch 1 are bound by the host
+    launching kernels, not by the GPU: a 0.5B and a 7B model step at the same speed,
+    which hides exactly what speculation trades on (issue 12). This runner keeps every
+    buffer at a fixed address — the cache is sized once for the longest decode,
+    `crop` only moves each layer's length tensor, `reset` zeroes in place — so the
+    compiled forward can replay CUDA graphs (`torch.compile(mode="reduce-overhead")`).
+
+    The fed length is left dynamic: one graph for single tokens and one for longer
+    blocks (torch specialises on length 1), so compile time does not grow with γ; on
+    CUDA a graph is then recorded per distinct length, and `warm_up` records them before
+    any clock is read. Feeds longer than `max_block` (prefills) are padded up to a
+    multiple of PREFILL_BUCKET and cropped back, so prompt lengths share graphs:
+    causal attention makes the real positions' logits and cache entries independent of
+    the padding after them. Uncompiled (`compiled=False`), the same cache logic runs
+    eagerly: that is how the CPU tests check it.
+    """
+
+    def __init__(self, name: str, model: torch.nn.Module, vocab_size: int, capacity: int, max_block: int, compiled: bool):
+        from transformers import StaticCache  # deferred: the core's pure parts don't need transformers
+
+        self.name = name
+        self.model = model
+        self.vocab_size = vocab_size
+        self.capacity = capacity
+        self.max_block = max_block
+        self.compiled = compiled
+        self.device = next(model.parameters()).device
+        self.cache = StaticCache(config=model.config, max_cache_len=capacity)
+        self.compile_seconds = 0.0  # wall time of the untimed calls that compiled and recorded graphs
+        forward = _forward_function(model, self.cache)
+        self._forward = _compile(forward, self.device) if compiled else forward
+        self._initialise_cache()
+        self.reset()
+
+    def _initialise_cache(self) -> None:
+        """Allocate the cache's tensors with one eager token: allocated inside a compiled
+        region they would not be marked as static addresses, and CUDA graphs would be skipped."""
+        with torch.no_grad():
+            self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device), cache=self.cache, use_cache=True)
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.cache_len = 0
+        self._calls = 0
+        self._tokens = 0
+        self._timer = ForwardTimer(self.device)
+
+    def padded_length(self, k: int) -> int:
+        """How many positions a feed of k tokens occupies while it runs."""
+        if not self.compiled or k <= self.max_block:
+            return k
+        return -(-k // PREFILL_BUCKET) * PREFILL_BUCKET
+
+    @torch.no_grad()
+    def feed(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
+        k = tokens.shape[0]
+        padded = self.padded_length(k)
+        if self.cache_len + padded > self.capacity:
+            raise CosBenchError(
+                f"{self.name}: {self.cache_len + padded} positions needed but its static cache holds {self.capacity}; "
+                "size the runner for the longest prompt + max_new_tokens + the largest draft block"
+            )
+        if padded > k:
+            tokens = torch.cat([tokens, tokens.new_zeros(padded - k)])
+        self._timer.start()
+        if self.compiled:
+            # Each call starts a new CUDA-graph generation: the previous call's outputs were
+            # copied out below, so their memory may be reused.
+            torch.compiler.cudagraph_mark_step_begin()
+        logits = self._forward(tokens.unsqueeze(0))  # [1, padded, V']
+        # A clone: a replayed graph overwrites its output buffer on the next replay.
+        kept = logits[0, k - keep : k, : self.vocab_size].clone()  # [keep, V]
+        self._timer.stop()
+        if padded > k:
+            self.cache.crop(k - padded)  # drop the padding: the next feed overwrites it
+        self._calls += 1
+        self._tokens += k
+        self.cache_len += k
+        return kept
+
+    def crop(self, length: int) -> None:
+        if length < self.cache_len:
+            self.cache.crop(length - self.cache_len)  # moves each layer's length tensor; no buffer changes
+            self.cache_len = length
+
+    def stats(self) -> ForwardStats:
+        return ForwardStats(self._calls, self._tokens, self._timer.seconds())
+
+    def warm_up(self, lengths: Sequence[int], rounds: int = 3) -> float:
+        """Run every fed length `rounds` times, untimed: the first call of a length compiles, the
+        next ones record its CUDA graph. Returns (and accumulates) the seconds it took."""
+        started = time.perf_counter()
+        for k in sorted(set(lengths)):
+            for _ in range(rounds):
+                self.reset()
+                self.feed(torch.zeros(k, dtype=torch.long, device=self.device), keep=1)
+                self.feed(torch.zeros(1, dtype=torch.long, device=self.device), keep=1)  # a step after a block
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.reset()
+        spent = time.perf_counter() - started
+        self.compile_seconds += spent
+        return spent
+
+
+def _forward_function(model: torch.nn.Module, cache) -> Callable[[torch.Tensor], torch.Tensor]:
+    """input_ids [1, k] -> logits [1, k, V'] through `cache`, as a function with a code object of its own.
+
+    torch.compile keeps its graphs per code object, and two models of one architecture
+    (Llama-2-7B + Vicuna-7B, Qwen2.5-1.5B + its Coder) would otherwise share one graph
+    with the weights as inputs, so their CUDA graphs would be re-recorded at every switch
+    of model. A private copy of the code gives each runner its own graphs.
+    """
+
+    def forward(input_ids: torch.Tensor) -> torch.Tensor:
+        # Logits for every fed position: a constant keep count leaves the compiler nothing to specialise on.
+        return model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=0).logits
+
+    code = forward.__code__.replace()  # an equal but distinct code object
+    return types.FunctionType(code, forward.__globals__, forward.__name__, forward.__defaults__, forward.__closure__)
+
+
+def _compile(forward, device: torch.device):
+    """torch.compile with CUDA graphs on CUDA (plain inductor elsewhere), the fed length dynamic."""
+    import torch._inductor.config
+
+    # One CUDA graph per distinct fed length is the design, not a problem worth a warning.
+    torch._inductor.config.triton.cudagraph_dynamic_shape_warn_limit = None
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(forward, mode=mode, fullgraph=True)

@@ -133,8 +133,7 @@ class SpeculativeEngine:
         for draft, overlap in zip(drafts, verdict.overlaps):
             self.counters[draft.drafter].verified += 1
             self.counters[draft.drafter].alpha_sum += overlap
-        accepted_ids = self.transcript.tokens[start : start + verdict.n_accepted].tolist()
-        for draft, token in zip(drafts, accepted_ids):
+        for draft, token in zip(drafts, verdict.accepted_tokens):
             self.counters[draft.drafter].count_accept(draft.run_position, draft.bonus)
             self.pending.pop(0)
             for store in self.logits:
