@@ -51,9 +51,18 @@ COLUMN_DOCS: dict[str, str] = {
     ),
     "acceptance_by_position": "measured: accepted / drafted at draft position 1, 2, … (position 1 opens a proposal run), all models pooled",
     "c": "measured: median over decodes of c = proposer step time / verifier step time (calibration)",
+    "pass_cost": (
+        "measured: median over decodes of ρ = the verifier's (γq+1)-token forward pass time / its single-step time "
+        "(calibration; γq = the default proposer's γ); n/a with n > 2 models or records from before it was measured"
+    ),
     "theoretical_speedup": (
-        "computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos; "
-        "n/a where the paper has no formula"
+        "computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos, as the paper "
+        "states them (a (γq+1)-token verification pass costs one step); n/a where the paper has no formula"
+    ),
+    "theoretical_speedup_measured_pass": (
+        "computed: the same expectation with the verification pass charged its measured cost ρ (pass_cost) instead of "
+        "one step: E(1 + c)/(ρ + cγ) for sd, E(1 + c)/(ρ + cγq − α^γp·c) for 2-model cos, E = (1 − α^γq)/(1 − α); "
+        "n/a where the paper has no formula or ρ was not measured"
     ),
     "speedup_decode": (
         "measured: decode-only rate (first token and prefill excluded) / the same of vanilla — "
@@ -63,6 +72,7 @@ COLUMN_DOCS: dict[str, str] = {
         "computed: speedup_decode / theoretical_speedup (the theorems model decoding steps, not the prefill "
         "every method pays alike)"
     ),
+    "measured_over_theoretical_measured_pass": "computed: speedup_decode / theoretical_speedup_measured_pass",
     "framework_overhead": (
         "measured, vanilla only: decode seconds per token (first token excluded) / Σ the models' bare "
         "single-step forward times from calibration; 1.0 = no cost beyond the forward passes"
@@ -211,6 +221,7 @@ def _cost_columns(group: pd.DataFrame, models: Iterable[str]) -> dict:
         columns[forward_calls_column(model)] = _ratio(calls.sum(), tokens) if calls.notna().any() else math.nan
     c_values = group["c"].dropna()
     columns["c"] = float(c_values.median()) if len(c_values) else math.nan
+    columns["pass_cost"] = _verifier_pass_cost(group)
     columns["framework_overhead"] = _framework_overhead(group)
     columns["loop_overhead"] = _ratio(group["total_s"].sum(), group["forward_s"].sum())
     return columns
@@ -228,17 +239,36 @@ def _framework_overhead(group: pd.DataFrame) -> float:
     return float((group["decode_s"][usable] / steps[usable] / bare[usable]).mean())
 
 
+def _verifier_pass_cost(group: pd.DataFrame) -> float:
+    """Median over decodes of ρ of the model verifying the default proposer's drafts (two models only)."""
+    if "pass_cost" not in group:
+        return math.nan
+    values = []
+    for costs, proposer in zip(group["pass_cost"], group["proposer"]):
+        if isinstance(costs, dict) and len(costs) == 2 and proposer in costs:
+            (verifier,) = [name for name in costs if name != proposer]
+            values.append(float(costs[verifier]))
+    return float(np.median(values)) if values else math.nan
+
+
 def _theory_columns(row: dict, group: pd.DataFrame) -> dict:
     predicted = _theoretical(row, group.iloc[0])
+    with_pass = _theoretical(row, group.iloc[0], measured_pass=True)
     return {
         "theoretical_speedup": predicted,
         "measured_over_theoretical": _ratio(row["speedup_decode"], predicted),
+        "theoretical_speedup_measured_pass": with_pass,
+        "measured_over_theoretical_measured_pass": _ratio(row["speedup_decode"], with_pass),
     }
 
 
-def _theoretical(row: dict, first: pd.Series) -> float:
+def _theoretical(row: dict, first: pd.Series, measured_pass: bool = False) -> float:
+    """Thm 3.1/3.6 for the row, as the paper states them or (measured_pass) with the measured pass cost ρ."""
     if row["method"] not in theory.KNOWN_METHODS:
         return math.nan  # a method newer than the theory module: nothing to compare against
+    pass_cost = _none_if_nan(row["pass_cost"]) if measured_pass else None
+    if measured_pass and pass_cost is None:
+        return math.nan  # ρ not measured (older records, n > 2 models): no number, not the paper's
     alpha = _none_if_nan(row["alpha_expected"])
     if alpha is not None:
         alpha = min(alpha, 1.0)  # Σ min(draft, combined) summed in low precision can exceed 1 by rounding
@@ -246,7 +276,9 @@ def _theoretical(row: dict, first: pd.Series) -> float:
     if row["method"] == "sd":
         # Only the drafter's γ enters Thm 3.1; a record may list just that one.
         gammas += [1] * (int(row["n_models"]) - len(gammas))
-    value = theory.theoretical_speedup(row["method"], int(row["n_models"]), alpha, _none_if_nan(row["c"]), gammas)
+    value = theory.theoretical_speedup(
+        row["method"], int(row["n_models"]), alpha, _none_if_nan(row["c"]), gammas, pass_cost=pass_cost
+    )
     return math.nan if value is None else float(value)
 
 

@@ -135,8 +135,13 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("α empirical", _number("alpha_empirical", 3), COLUMN_DOCS["alpha_empirical"]),
         DisplayColumn("mean acc. len", _number("mean_accepted_length", 2), COLUMN_DOCS["mean_accepted_length"], console=False),
         DisplayColumn("c", _number("c", 3), COLUMN_DOCS["c"]),
+        DisplayColumn("pass cost ρ", _number("pass_cost", 2), COLUMN_DOCS["pass_cost"]),
         DisplayColumn("theory", _number("theoretical_speedup", 2), COLUMN_DOCS["theoretical_speedup"]),
         DisplayColumn("measured/theory", _number("measured_over_theoretical", 2), COLUMN_DOCS["measured_over_theoretical"]),
+        DisplayColumn("theory (measured pass)", _number("theoretical_speedup_measured_pass", 2),
+                      COLUMN_DOCS["theoretical_speedup_measured_pass"]),
+        DisplayColumn("measured/theory (measured pass)", _number("measured_over_theoretical_measured_pass", 2),
+                      COLUMN_DOCS["measured_over_theoretical_measured_pass"]),
         DisplayColumn("overhead", _number("framework_overhead", 2), COLUMN_DOCS["framework_overhead"], console=False),
         DisplayColumn("loop overhead", _number("loop_overhead", 2), COLUMN_DOCS["loop_overhead"], console=False),
         DisplayColumn("quality", _number("quality", 3), COLUMN_DOCS["quality"]),
@@ -167,7 +172,10 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 def render_console_table(summary: pd.DataFrame) -> Table:
     """The terminal summary: the Markdown table's key columns as a rich Table."""
     columns = [c for c in display_columns(summary) if c.console]
-    table = Table(title="cos-bench summary (speedup vs vanilla; theory = Thm 3.1/3.6 from measured α, c)")
+    table = Table(
+        title="cos-bench summary (speedup vs vanilla; theory = Thm 3.1/3.6 from measured α, c; "
+        "(measured pass) = the same with the measured pass cost ρ)"
+    )
     for column in columns:
         table.add_column(column.header, justify="left" if column.header in ("run", "task", "setting", "method", "proposer") else "right")
     for _, row in summary.iterrows():

@@ -266,6 +266,7 @@ def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
     calibration = record.get("calibration") or {}
     row["c"] = _float_or_nan(calibration.get("c"))
     row["step_seconds"] = dict(calibration.get("step_seconds") or {})
+    row["pass_cost"] = dict(calibration.get("pass_cost") or {})  # per model; {} in records from before it was measured
     for field in ("drafted", "accepted", "bonus_drafted", "bonus_accepted", "verified", "alpha_sum"):
         row[field] = sum(model[field] for model in models)
     row["drafted_by_position"] = sum_position_counts(model["drafted_by_position"] for model in models)

@@ -6,6 +6,11 @@ tokens a model drafts per turn. The report prints these beside the measured spee
 
 The paper gives formulas only for two models; for anything else these functions
 return None (printed as "n/a") rather than an invented extrapolation.
+
+Both theorems charge the verifier's (γ+1)-token pass as one single-token call. Beside
+them, the same expectation with that pass's measured cost `pass_cost`
+ρ = t_verifier(γ_q + 1 tokens) / t_verifier(1 token) in place of that 1 (DESIGN.md §4);
+ρ = 1 gives the paper's numbers.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ def apf_speedup(alpha: float, c: float, gamma_q: int, gamma_p: int) -> float:
     return _expected_run_length(alpha, gamma_q) * (1 + c) / denominator
 
 
+def naive_cos_speedup_measured_pass(alpha: float, c: float, gamma: int, pass_cost: float) -> float:
+    """Thm 3.1 with the verifier's (γ+1)-token pass costing ρ = `pass_cost` calls: S = E(1 + c)/(ρ + cγ).
+
+    E = (1 − α^γ)/(1 − α), the expected tokens per round; ρ = 1 is the paper's formula.
+    """
+    _check_inputs(alpha, c, gamma=gamma)
+    _check_pass_cost(pass_cost)
+    return _expected_run_length(alpha, gamma) * (1 + c) / (pass_cost + c * gamma)
+
+
+def apf_speedup_measured_pass(alpha: float, c: float, gamma_q: int, gamma_p: int, pass_cost: float) -> float:
+    """Thm 3.6 with the verifier's (γq+1)-token pass costing ρ = `pass_cost` calls:
+    S = E(1 + c)/(ρ + cγq − α^γp·c), E = (1 − α^γq)/(1 − α); ρ = 1 is the paper's formula."""
+    _check_inputs(alpha, c, gamma_q=gamma_q, gamma_p=gamma_p)
+    _check_pass_cost(pass_cost)
+    denominator = pass_cost + c * gamma_q - alpha**gamma_p * c  # > 0: α^γp·c ≤ c ≤ cγq
+    return _expected_run_length(alpha, gamma_q) * (1 + c) / denominator
+
+
 def theoretical_speedup(
     method: str,
     n_models: int,
@@ -42,6 +66,7 @@ def theoretical_speedup(
     gammas: Sequence[int],
     *,
     proposer_index: int = 0,
+    pass_cost: float | None = None,
 ) -> float | None:
     """The paper's predicted speedup over vanilla for one method, or None where it has no formula.
 
@@ -49,6 +74,8 @@ def theoretical_speedup(
     proposer (the drafter for "sd"). "sd" uses Thm 3.1, "cos" with two models Thm 3.6,
     "vanilla" is 1 by definition. n > 2 models, "hf-ensemble", or an unmeasured α or c
     give None: the paper has no formula for them and we do not make one up.
+    With `pass_cost` ρ (the verifier's measured (γq+1)-token pass / its single step) the
+    same expectation is evaluated with that measured pass cost; None = as the paper states it.
     """
     if method not in KNOWN_METHODS:
         raise CosBenchError(f"theory: unknown method {method!r}; use one of {', '.join(KNOWN_METHODS)}")
@@ -63,9 +90,13 @@ def theoretical_speedup(
         )
     gamma_q = gammas[proposer_index]
     if method == "sd":
-        return naive_cos_speedup(alpha, c, gamma_q)
+        if pass_cost is None:
+            return naive_cos_speedup(alpha, c, gamma_q)
+        return naive_cos_speedup_measured_pass(alpha, c, gamma_q, pass_cost)
     gamma_p = gammas[1 - proposer_index]
-    return apf_speedup(alpha, c, gamma_q, gamma_p)
+    if pass_cost is None:
+        return apf_speedup(alpha, c, gamma_q, gamma_p)
+    return apf_speedup_measured_pass(alpha, c, gamma_q, gamma_p, pass_cost)
 
 
 def _expected_run_length(alpha: float, gamma: int) -> float:
@@ -84,3 +115,11 @@ def _check_inputs(alpha: float, c: float, **gammas: int) -> None:
     for key, gamma in gammas.items():
         if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
             raise CosBenchError(f"theory: {key} must be an integer ≥ 1 (got {gamma!r}); pass the draft length used")
+
+
+def _check_pass_cost(pass_cost: float) -> None:
+    if isinstance(pass_cost, bool) or not isinstance(pass_cost, (int, float)) or not (0 < pass_cost < math.inf):
+        raise CosBenchError(
+            f"theory: pass_cost must be a positive finite ratio (got {pass_cost!r}); "
+            "pass the verifier's measured (γ+1)-token pass time / its single-step time"
+        )

@@ -3,6 +3,9 @@
 c is measured, never assumed: each model's single-step forward time is timed
 on the run's own prompts (prefill, then one-token steps), and
 c = step time of the proposer / step time of the verifier (DESIGN.md §4).
+The k-token pass a verifier makes is timed the same way, and its cost in
+single steps, ρ = pass time / step time, is measured too: the theorems assume
+ρ = 1, which a compute-bound CPU breaks (DESIGN.md §4).
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from typing import TypeVar
 import torch
 
 from cos_bench.core.runner import ModelRunner
+from cos_bench.errors import CosBenchError
 
 T = TypeVar("T")
 
 C_HOW = "c = median single-token forward time of the proposer / that of the other model, timed on this run's prompts"
+PASS_HOW = (
+    "pass cost = median time of one forward pass feeding k tokens (k = γ of the model it verifies + 1; with n > 2 "
+    "models, the default proposer's γ + 1) / median single-token forward time of the same model, on this run's prompts"
+)
 
 
 def synchronize(device: torch.device) -> None:
@@ -40,16 +48,39 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
 
 def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, steps: int = 6) -> float:
     """Median time of one single-token forward call, after a prefill of each prompt."""
+    return pass_seconds(runner, prompts, device, tokens=1, repeats=steps)
+
+
+def pass_seconds(
+    runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, repeats: int = 6
+) -> float:
+    """Median time of one forward pass feeding `tokens` tokens (logits kept for each, as a verifier does),
+    after a prefill of each prompt; the cache is cropped back after every timed pass, so each sees the
+    prompt as its context. The runner is reset at the end."""
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise CosBenchError(f"timing: tokens must be an integer ≥ 1 (got {tokens!r}); pass the verification pass length γ + 1")
     samples = []
     for prompt in prompts:
         runner.reset()
         logits = runner.feed(prompt, keep=1)
-        for _ in range(steps):
-            token = logits[-1].argmax().reshape(1)
-            logits, seconds = timed(lambda: runner.feed(token, keep=1), device)
+        context = runner.cache_len
+        block = logits[-1].argmax().repeat(tokens)  # [tokens]; the ids do not change the cost
+        for _ in range(repeats):
+            _, seconds = timed(lambda: runner.feed(block, keep=tokens), device)
             samples.append(seconds)
+            runner.crop(context)
     runner.reset()
     return statistics.median(samples)
+
+
+def pass_tokens(gammas: Mapping[str, int], proposer: str) -> dict[str, int]:
+    """k per model: the length of the verification pass it makes, γ of the model it verifies + 1.
+
+    With two models each verifies the other's run; with more, the default proposer's drafts.
+    """
+    if len(gammas) == 2:
+        return {name: gammas[other] + 1 for name, other in zip(gammas, reversed(list(gammas)))}
+    return {name: gammas[proposer] + 1 for name in gammas}
 
 
 def cost_ratio(step: Mapping[str, float], proposer: str) -> float | None:

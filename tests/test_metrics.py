@@ -260,3 +260,60 @@ def test_loop_overhead_is_nan_without_forward_timings():
         for model in record["accounting"]["models"]:
             model["forward_seconds"] = 0.0
     assert summarize(frame(records))["loop_overhead"].isna().all()
+
+
+def with_pass_cost(records: list[dict], costs: list[dict]) -> list[dict]:
+    """Records as this version writes them: calibration with each model's measured pass cost ρ (cycled over records)."""
+    records = copy.deepcopy(records)
+    for index, r in enumerate(records):
+        r["calibration"]["pass_tokens"] = {"small": 2, "large": 3}
+        r["calibration"]["pass_cost"] = costs[index % len(costs)]
+    return records
+
+
+def test_theory_with_the_measured_pass_cost():
+    # ρ is the verifier's (large's) pass cost; its median over the group's two decodes is (1.5 + 2.5) / 2 = 2.
+    costs = [{"small": 9.0, "large": 1.5}, {"small": 9.0, "large": 2.5}]
+    s = summarize(frame(with_pass_cost(fixture_records(), costs)))
+    sd, cos = row(s, "gsm8k", "sd"), row(s, "gsm8k", "cos")
+    assert close(sd["pass_cost"], 2.0)
+    # Thm 3.1 with the pass charged ρ: α = 0.7, c = 0.25, γ = 2: (1 − .49)(1.25) / ((.3)(2 + .5))
+    assert close(sd["theoretical_speedup_measured_pass"], 0.51 * 1.25 / (0.3 * 2.5))
+    assert close(sd["measured_over_theoretical_measured_pass"], (3.8 / 2.3) / (0.51 * 1.25 / 0.75))
+    # Thm 3.6, α = 0.8, γq = 2, γp = 1: (1 − .64)(1.25) / ((.2)(2 + .5 − .8·.25))
+    assert close(cos["theoretical_speedup_measured_pass"], 0.36 * 1.25 / (0.2 * 2.3))
+    # The paper's columns are unchanged beside them.
+    assert close(sd["theoretical_speedup"], 0.51 * 1.25 / (0.3 * 1.5))
+    assert close(cos["theoretical_speedup"], 0.36 * 1.25 / (0.2 * 1.3))
+    assert close(row(s, "gsm8k", "vanilla")["theoretical_speedup_measured_pass"], 1.0)
+
+
+def test_pass_cost_is_the_verifier_of_the_default_proposer():
+    records = with_pass_cost(fixture_records(), [{"small": 3.0, "large": 1.5}])
+    for r in records:
+        r["proposer"] = "large"  # now small verifies large's drafts
+    s = summarize(frame(records))
+    assert close(row(s, "gsm8k", "cos")["pass_cost"], 3.0)
+
+
+def test_pass_cost_equal_to_one_reproduces_the_paper_columns():
+    s = summarize(frame(with_pass_cost(fixture_records(), [{"small": 1.0, "large": 1.0}])))
+    for column in ("theoretical_speedup", "measured_over_theoretical"):
+        assert s[column + "_measured_pass"].tolist() == pytest.approx(s[column].tolist(), nan_ok=True)
+
+
+def test_records_without_a_pass_cost_give_nan_not_the_paper(summary):
+    # tests/data/small_run was written before the pass was timed.
+    for column in ("pass_cost", "theoretical_speedup_measured_pass", "measured_over_theoretical_measured_pass"):
+        assert summary[column].isna().all(), column
+    assert summary["theoretical_speedup"].notna().all()
+
+
+def test_three_models_have_no_pass_cost_theory():
+    records = with_pass_cost(fixture_records(), [{"small": 2.0, "large": 2.0, "third": 2.0}])
+    for r in records:
+        r["n_models"] = 3
+        r["gammas"]["third"] = 1
+    s = summarize(frame(records))
+    assert s["pass_cost"].isna().all()
+    assert s.loc[s["method"] != "vanilla", "theoretical_speedup_measured_pass"].isna().all()

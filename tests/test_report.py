@@ -14,7 +14,7 @@ from rich.console import Console
 
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import summarize
-from cos_bench.report import fmt, plot_sweep, render_console_table, summary_markdown, write_report
+from cos_bench.report import fmt, plot_sweep, render_console_table, summary_markdown, write_report, write_summary_csv
 from cos_bench.storage import RECORDS_NAME, flatten_record, load_records
 
 SMALL_RUN = Path(__file__).parent / "data" / "small_run"
@@ -38,22 +38,25 @@ Speedups compare with `vanilla` of the same run, task, setting and temperature. 
 - **α empirical**: measured: accepted drafts / drafted tokens, verifier bonus drafts included, all models pooled
 - **mean acc. len**: measured: accepted drafts (bonus included) per rejection-or-end event, = Σ accepted / (Σ corrections + decodes); the mean length of an unbroken accepted streak
 - **c**: measured: median over decodes of c = proposer step time / verifier step time (calibration)
-- **theory**: computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos; n/a where the paper has no formula
+- **pass cost ρ**: measured: median over decodes of ρ = the verifier's (γq+1)-token forward pass time / its single-step time (calibration; γq = the default proposer's γ); n/a with n > 2 models or records from before it was measured
+- **theory**: computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos, as the paper states them (a (γq+1)-token verification pass costs one step); n/a where the paper has no formula
 - **measured/theory**: computed: speedup_decode / theoretical_speedup (the theorems model decoding steps, not the prefill every method pays alike)
+- **theory (measured pass)**: computed: the same expectation with the verification pass charged its measured cost ρ (pass_cost) instead of one step: E(1 + c)/(ρ + cγ) for sd, E(1 + c)/(ρ + cγq − α^γp·c) for 2-model cos, E = (1 − α^γq)/(1 − α); n/a where the paper has no formula or ρ was not measured
+- **measured/theory (measured pass)**: computed: speedup_decode / theoretical_speedup_measured_pass
 - **overhead**: measured, vanilla only: decode seconds per token (first token excluded) / Σ the models' bare single-step forward times from calibration; 1.0 = no cost beyond the forward passes
 - **loop overhead**: measured: Σ end-to-end seconds / Σ seconds inside the models' forward calls, same decodes, prefill included; what the decoding loop (combining, sampling, verifying, bookkeeping) adds, free of calibration noise
 - **quality**: measured: share of scored decodes judged correct (pass@1 for code)
 - **identical**: measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat
 - **paper**: from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting
 
-| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | c | theory | measured/theory | overhead | loop overhead | quality | identical | paper |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.51 | 1.54 | 0.500 | n/a | n/a |
-| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 1.65 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.17 | n/a | 1.61 | 0.500 | 1.00 | n/a |
-| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 2.38 | 0.800 | 0.793 | 2.77 | 0.250 | 1.73 | 1.37 | n/a | 1.58 | 1.000 | 1.00 | 1.46 |
-| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | 1.00 | 1.00 | 0.72 | 1.43 | 1.000 | n/a | n/a |
-| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 1.93 | 0.700 | 0.786 | 2.12 | 0.250 | 1.42 | 1.36 | n/a | 1.45 | 1.000 | 1.00 | n/a |
-| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 2.83 | 0.700 | 0.793 | 2.77 | 0.250 | 1.60 | 1.76 | n/a | 1.50 | 1.000 | 0.50 | 1.56 |
+| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | c | pass cost ρ | theory | measured/theory | theory (measured pass) | measured/theory (measured pass) | overhead | loop overhead | quality | identical | paper |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | n/a | 1.00 | 1.00 | n/a | n/a | 0.51 | 1.54 | 0.500 | n/a | n/a |
+| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 1.65 | 0.700 | 0.786 | 2.12 | 0.250 | n/a | 1.42 | 1.17 | n/a | n/a | n/a | 1.61 | 0.500 | 1.00 | n/a |
+| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 2.38 | 0.800 | 0.793 | 2.77 | 0.250 | n/a | 1.73 | 1.37 | n/a | n/a | n/a | 1.58 | 1.000 | 1.00 | 1.46 |
+| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | 0.250 | n/a | 1.00 | 1.00 | n/a | n/a | 0.72 | 1.43 | 1.000 | n/a | n/a |
+| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 1.93 | 0.700 | 0.786 | 2.12 | 0.250 | n/a | 1.42 | 1.36 | n/a | n/a | n/a | 1.45 | 1.000 | 1.00 | n/a |
+| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 2.83 | 0.700 | 0.793 | 2.77 | 0.250 | n/a | 1.60 | 1.76 | n/a | n/a | n/a | 1.50 | 1.000 | 0.50 | 1.56 |
 """
 
 
@@ -143,3 +146,34 @@ def test_plot_sweep_accepts_dotted_parameter_names(tmp_path):
 def test_plot_sweep_of_an_unswept_parameter_says_which_exist(tmp_path):
     with pytest.raises(CosBenchError, match="no sweep over 'lambda'.*sweeps found: gamma"):
         plot_sweep(_sweep_summary(), "lambda", tmp_path / "x.png")
+
+
+def test_report_shows_the_pass_cost_and_the_theory_with_it(tmp_path):
+    records = [json.loads(line) for line in (SMALL_RUN / RECORDS_NAME).read_text().splitlines()]
+    for r in records:
+        r["calibration"]["pass_cost"] = {"small": 1.5, "large": 2.0}  # the verifier (large) is the one that counts
+    summary = summarize(pd.DataFrame([flatten_record(r, run="new") for r in records]))
+    lines = summary_markdown(summary).splitlines()
+    header = next(line for line in lines if line.startswith("| task |")).split(" | ")
+    sd = next(line for line in lines if line.startswith("| gsm8k | we-0.5 | 0.0 | sd |")).split(" | ")
+    cell = dict(zip(header, sd))
+    assert cell["c"] == "0.250" and cell["pass cost ρ"] == "2.00"
+    assert cell["theory"] == "1.42"  # as the paper states it: 0.51·1.25 / (0.3·1.5)
+    assert cell["theory (measured pass)"] == "0.85"  # 0.51·1.25 / (0.3·(2 + 0.5))
+    assert cell["measured/theory (measured pass)"] == fmt((3.8 / 2.3) / (0.51 * 1.25 / 0.75))
+    assert header.index("pass cost ρ") == header.index("c") + 1  # ρ beside c
+    assert any(line.startswith("- **theory (measured pass)**: computed:") for line in lines)  # says how it was obtained
+    headers = [column.header for column in render_console_table(summary).columns]
+    assert {"pass cost ρ", "theory (measured pass)", "measured/theory (measured pass)"} <= set(headers)
+    csv_path = tmp_path / "summary.csv"
+    write_summary_csv(summary, csv_path)
+    csv = pd.read_csv(csv_path)
+    assert csv["pass_cost"].tolist() == pytest.approx([2.0] * 6)
+    assert csv["theoretical_speedup_measured_pass"].notna().all()
+
+
+def test_old_records_summarise_with_na_pass_columns(tmp_path):
+    paths = write_report([SMALL_RUN], tmp_path / "report")  # written before the pass was timed
+    csv = pd.read_csv(paths.summary_csv)
+    for column in ("pass_cost", "theoretical_speedup_measured_pass", "measured_over_theoretical_measured_pass"):
+        assert csv[column].isna().all(), column

@@ -1,11 +1,17 @@
-"""The paper's speedup formulas: hand-computed values, limits and Cor 3.7."""
+"""The paper's speedup formulas: hand-computed values, limits and Cor 3.7; and the same with a measured pass cost."""
 
 import math
 
 import pytest
 
 from cos_bench.errors import CosBenchError
-from cos_bench.theory import apf_speedup, naive_cos_speedup, theoretical_speedup
+from cos_bench.theory import (
+    apf_speedup,
+    apf_speedup_measured_pass,
+    naive_cos_speedup,
+    naive_cos_speedup_measured_pass,
+    theoretical_speedup,
+)
 
 ALPHAS = [i / 20 for i in range(21)]  # 0, 0.05, ..., 1 — both ends included
 CS = [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
@@ -121,3 +127,50 @@ def test_theoretical_speedup_is_none_without_a_formula(method, n, alpha, c):
 def test_bad_inputs_raise(call):
     with pytest.raises(CosBenchError):
         call()
+
+
+# --- the same expectation with the verifier's measured (γq+1)-token pass cost ρ -------------------
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("c", CS)
+@pytest.mark.parametrize("gamma", [1, 2, 5])
+def test_pass_cost_one_is_the_paper(alpha, c, gamma):
+    assert naive_cos_speedup_measured_pass(alpha, c, gamma, 1.0) == naive_cos_speedup(alpha, c, gamma)
+    assert apf_speedup_measured_pass(alpha, c, gamma, 2, 1.0) == apf_speedup(alpha, c, gamma, 2)
+    assert theoretical_speedup("cos", 2, alpha, c, [gamma, 2], pass_cost=1.0) == apf_speedup(alpha, c, gamma, 2)
+
+
+def test_measured_pass_hand_computed():
+    # α=0.5, c=0.2, γ=5, ρ=3.2 (a 6-token pass costing 3.2 steps): 0.96875·1.2 / (0.5·(3.2 + 1.0))
+    assert naive_cos_speedup_measured_pass(0.5, 0.2, 5, 3.2) == pytest.approx(1.1625 / (0.5 * 4.2))
+    # APF, γq=5, γp=1, ρ=2: 0.96875·1.2 / (0.5·(2 + 1.0 − 0.5·0.2))
+    assert apf_speedup_measured_pass(0.5, 0.2, 5, 1, 2.0) == pytest.approx(1.1625 / (0.5 * 2.9))
+    # ρ < 1 (a pass cheaper than a step, as on an H200): 0.96875·1.2 / (0.5·(0.9 + 1.0))
+    assert naive_cos_speedup_measured_pass(0.5, 0.2, 5, 0.9) == pytest.approx(1.1625 / (0.5 * 1.9))
+
+
+def test_a_costlier_pass_predicts_less():
+    for rule in (lambda rho: naive_cos_speedup_measured_pass(0.7, 0.25, 3, rho),
+                 lambda rho: apf_speedup_measured_pass(0.7, 0.25, 3, 1, rho)):
+        predictions = [rule(rho) for rho in (0.5, 1.0, 1.5, 3.2, 10.0)]
+        assert all(a > b for a, b in zip(predictions, predictions[1:])), predictions
+
+
+def test_dispatch_with_pass_cost():
+    assert theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1], pass_cost=3.2) == pytest.approx(1.1625 / (0.5 * 4.2))
+    assert theoretical_speedup("cos", 2, 0.5, 0.2, [1, 5], proposer_index=1, pass_cost=2.0) == pytest.approx(
+        1.1625 / (0.5 * 2.9)
+    )
+    assert theoretical_speedup("vanilla", 2, None, None, [5, 1], pass_cost=3.2) == 1.0
+    assert theoretical_speedup("cos", 3, 0.5, 0.2, [1, 1, 1], pass_cost=2.0) is None  # no n-model formula
+    assert theoretical_speedup("hf-ensemble", 2, 0.5, 0.2, [5, 1], pass_cost=2.0) is None
+
+
+@pytest.mark.parametrize("rho", [0.0, -1.0, math.nan, math.inf, True, "2"])
+def test_bad_pass_cost_is_a_one_line_error(rho):
+    for call in (lambda: naive_cos_speedup_measured_pass(0.5, 0.2, 5, rho),
+                 lambda: apf_speedup_measured_pass(0.5, 0.2, 5, 1, rho),
+                 lambda: theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1], pass_cost=rho)):
+        with pytest.raises(CosBenchError) as err:
+            call()
+        assert "pass_cost" in str(err.value) and "\n" not in str(err.value)
