@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,20 +27,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cos_bench import __version__
 from cos_bench.config import Combination, ExperimentConfig, config_to_dict, sweep_cells
-from cos_bench.core import CORE_METHODS, Contrastive, DecodeResult, DecodeSettings, HFRunner, StopRule, WeightedEnsemble
+from cos_bench.core import CORE_METHODS, Contrastive, DecodeResult, DecodeSettings, HFRunner, ModelRunner, StopRule, WeightedEnsemble
 from cos_bench.core.combine import CombinationRule
+from cos_bench.core.runner import PREFILL_BUCKET, StaticRunner
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import summarize
-from cos_bench.models import LoadedModel, load_model, shared_vocab_size
+from cos_bench.models import MULTI_GPU, LoadedModel, load_model, resolve_device, shared_vocab_size
 from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_summary_report
 from cos_bench.storage import ResultsStore, load_records, read_manifest, record_key, write_manifest
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Example, Task
 from cos_bench.tasks.data import resolve_data_source
-from cos_bench.timing import C_HOW, cost_ratio, step_seconds, timed
+from cos_bench.timing import C_HOW, PASS_HOW, cost_ratio, pass_seconds, pass_tokens, step_seconds, timed
 
 # Fields that may change between a run and its resumption without mixing incomparable numbers.
-RESUMABLE_CHANGES = ("limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir")
+# `engine` as written may change (auto vs its resolution); the resolved engine is compared on its own.
+RESUMABLE_CHANGES = ("limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir", "engine")
 WARMUP_TOKENS = 8  # enough to run every code path (drafting, verification, rollback) once
 
 
@@ -58,13 +60,42 @@ def build_rule(combination: Combination, model_names: Sequence[str]) -> Combinat
     )
 
 
+ENGINE_HOW = (
+    "eager: one Hugging Face forward per call with a DynamicCache; compiled: a StaticCache sized once and "
+    "the forward compiled by torch.compile (CUDA graphs on CUDA), every graph length compiled and recorded "
+    "before any clock is read; compile_seconds is that untimed wall time"
+)
+RUNNER_CAPACITY_STEP = 256  # cache sizes are rounded up, so sweep cells with similar prompts share compiled runners
+
+
+def resolve_engine(choice: str, device_choice: str) -> str:
+    """auto = compiled on one CUDA device, eager elsewhere.
+
+    On a GPU eager batch-1 forwards are bound by the host launching kernels (issue 12:
+    0.5B, 1.5B and 7B all stepped in 29–38 ms on an H200), so only compiled steps
+    measure the models. On CPUs eager is kept: there a forward is compute-bound and a
+    compile costs minutes of the run for little gain. A model spread over several GPUs
+    (multi-gpu) runs eagerly: CUDA graphs cannot follow accelerate's device hops.
+    """
+    device = resolve_device(device_choice)
+    multi_gpu = device_choice.strip().lower() in MULTI_GPU
+    if choice == "auto":
+        return "compiled" if device.type == "cuda" and not multi_gpu else "eager"
+    if choice == "compiled" and multi_gpu:
+        raise CosBenchError("--engine compiled cannot span several GPUs (multi-gpu); use --engine eager or one --device cuda:N")
+    return choice
+
+
 @dataclass
 class Engine:
     """The loaded models of one experiment and a runner (own KV cache) for each."""
 
     models: list[LoadedModel]
-    runners: list[HFRunner]
     vocab_size: int
+    kind: str  # the resolved engine: eager | compiled
+    runners: list[ModelRunner] = field(default_factory=list)
+    graph_lengths: tuple[int, ...] = ()  # fed lengths compiled and recorded before timing (compiled only)
+    capacity: int | None = None  # static cache positions per model (compiled only)
 
     @property
     def device(self) -> torch.device:
@@ -82,19 +113,59 @@ class Engine:
         return frozenset(i for i in ids if i is not None)
 
 
-def load_engine(cfg: ExperimentConfig, console: Console, cache: dict[str, LoadedModel] | None = None) -> Engine:
-    """Load every model of the config (reusing `cache` across sweep cells) and check their tokenizers agree."""
+def load_engine(cfg: ExperimentConfig, console: Console, cache: dict[str, Any] | None = None) -> Engine:
+    """Load every model of the config (reusing `cache` across sweep cells) and check their tokenizers agree.
+
+    Runners come later (`build_runners`): a static cache is sized for the prompts.
+    """
     cache = {} if cache is None else cache
     models = []
     for spec in cfg.models:
-        key = f"{spec.source}|{cfg.device}|{cfg.dtype}"
+        key = _model_key(cfg, spec.source)
         if key not in cache:
             console.print(f"loading [bold]{spec.name}[/] from {spec.source}")
             cache[key] = load_model(spec.source, name=spec.name, device=cfg.device, dtype=cfg.dtype)
         models.append(dataclasses.replace(cache[key], name=spec.name))
-    vocab_size = shared_vocab_size(models)
-    runners = [HFRunner(m.name, m.model, vocab_size) for m in models]
-    return Engine(models, runners, vocab_size)
+    return Engine(models, shared_vocab_size(models), resolve_engine(cfg.engine, cfg.device))
+
+
+def _model_key(cfg: ExperimentConfig, source: str) -> str:
+    return f"{source}|{cfg.device}|{cfg.dtype}"
+
+
+def build_runners(
+    cfg: ExperimentConfig, engine: Engine, prompt_lengths: Sequence[int], console: Console, cache: dict[str, Any]
+) -> dict[str, float]:
+    """Give every model its runner; for the compiled engine, compile and record every fed length
+    the methods can use before any clock is read. Returns the seconds that took per model.
+
+    After a prefill, a feed is at most Σγ + 1 tokens: every model may have drafted its γ
+    before one verifies, plus the correction no model has fed yet.
+    """
+    if engine.kind == "eager":
+        engine.runners = [HFRunner(m.name, m.model, engine.vocab_size) for m in engine.models]
+        return {}
+    max_block = sum(cfg.gammas) + 1
+    longest = max(prompt_lengths, default=1)
+    needed = _round_up(longest + max_block, PREFILL_BUCKET)  # the longest prefill, padded
+    engine.capacity = _round_up(needed + cfg.max_new_tokens, RUNNER_CAPACITY_STEP)
+    engine.runners = []
+    for spec, loaded in zip(cfg.models, engine.models):
+        key = f"runner|{_model_key(cfg, spec.source)}|{engine.capacity}|{max_block}"
+        if key not in cache:
+            cache[key] = StaticRunner(loaded.name, loaded.model, engine.vocab_size, engine.capacity, max_block, compiled=True)
+        runner = cache[key]
+        runner.name = loaded.name
+        engine.runners.append(runner)
+    first = engine.runners[0]
+    prefills = {first.padded_length(length + extra) for length in prompt_lengths for extra in range(max_block + 1)}
+    engine.graph_lengths = tuple(sorted(set(range(1, max_block + 1)) | prefills))
+    console.print(f"compiling and recording {len(engine.graph_lengths)} fed lengths per model (untimed)")
+    return {runner.name: runner.warm_up(engine.graph_lengths) for runner in engine.runners}
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def use_chat(cfg: ExperimentConfig, tokenizer) -> bool:
@@ -204,7 +275,15 @@ def open_results(cfg: ExperimentConfig, out_dir: Path) -> ResultsStore:
     """The results folder for this config: new, or an earlier run of the same experiment to resume."""
     config = config_to_dict(cfg)
     if (out_dir / "manifest.json").exists():
-        previous = read_manifest(out_dir).get("config", {})
+        written = read_manifest(out_dir)
+        previous = written.get("config", {})
+        earlier_engine = written.get("engine", {}).get("engine", "eager")  # folders from before engines were eager
+        engine = resolve_engine(cfg.engine, cfg.device)
+        if earlier_engine != engine:
+            raise CosBenchError(
+                f"{out_dir} holds results of the {earlier_engine} engine and this run would use the {engine} engine; "
+                f"pass --engine {earlier_engine} to resume it, or --out with a new folder"
+            )
         if comparable(previous) != comparable(config):
             changed = sorted(k for k in set(previous) | set(config) if k not in RESUMABLE_CHANGES and previous.get(k) != config.get(k))
             raise CosBenchError(
@@ -214,9 +293,20 @@ def open_results(cfg: ExperimentConfig, out_dir: Path) -> ResultsStore:
     return ResultsStore(out_dir)
 
 
-def manifest(cfg: ExperimentConfig, engine: Engine, chat: bool, calibration: dict, tasks: Sequence[Task]) -> dict:
+def manifest(
+    cfg: ExperimentConfig, engine: Engine, chat: bool, calibration: dict, tasks: Sequence[Task], compile_seconds: dict[str, float]
+) -> dict:
     return {
         "config": config_to_dict(cfg),
+        "engine": {
+            "requested": cfg.engine,
+            "engine": engine.kind,
+            "graph_lengths": list(engine.graph_lengths),
+            "prefill_bucket": PREFILL_BUCKET if engine.kind == "compiled" else None,
+            "cache_capacity": engine.capacity,
+            "compile_seconds": compile_seconds,
+            "how": ENGINE_HOW,
+        },
         "versions": versions(),
         "hardware": hardware(),
         "git_revision": git_revision(),
@@ -245,7 +335,7 @@ def with_history(out_dir: Path, current: dict) -> dict:
     if not (out_dir / "manifest.json").exists():
         return current
     previous = read_manifest(out_dir)
-    earlier = {key: previous.get(key) for key in ("created", "git_revision", "versions", "hardware", "calibration")}
+    earlier = {key: previous.get(key) for key in ("created", "git_revision", "versions", "hardware", "engine", "calibration")}
     return {**current, "history": [*previous.get("history", []), earlier]}
 
 
@@ -275,7 +365,7 @@ def run_experiment(
     cfg: ExperimentConfig,
     out_dir: Path,
     console: Console | None = None,
-    model_cache: dict[str, LoadedModel] | None = None,
+    model_cache: dict[str, Any] | None = None,
     sweep_values: dict[str, Any] | None = None,
     show_summary: bool = True,
 ) -> Path:
@@ -286,12 +376,15 @@ def run_experiment(
     source = resolve_data_source(cfg.data_dir)
     tasks = [get_task(name) for name in cfg.tasks]
     examples = {task.name: task.load(source, cfg.limit, cfg.offset, cfg.seed, cfg.subjects) for task in tasks}
+    model_cache = {} if model_cache is None else model_cache  # loaded models and built runners, shared by sweep cells
     engine = load_engine(cfg, console, model_cache)
     chat = use_chat(cfg, engine.tokenizer)
     prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
+    lengths = [int(p.ids.shape[0]) for task in tasks for p in prompts[task.name]]
+    compile_seconds = build_runners(cfg, engine, lengths, console, model_cache)
 
     calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
-    write_manifest(out_dir, with_history(out_dir, manifest(cfg, engine, chat, calibration, tasks)))
+    write_manifest(out_dir, with_history(out_dir, manifest(cfg, engine, chat, calibration, tasks, compile_seconds)))
 
     planned = plan(cfg, tasks, prompts)
     jobs = [job for job in planned if job.key not in done]
@@ -334,9 +427,20 @@ def stop_for(task: Task, engine: Engine, chat: bool, max_new_tokens: int) -> Sto
 
 
 def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.Tensor], console: Console) -> dict:
-    console.print("measuring each model's single-step forward time (for the cost ratio c)")
+    console.print("measuring each model's single-step and verification-pass forward times (for c and the pass cost)")
     step = {runner.name: step_seconds(runner, prompt_ids, engine.device) for runner in engine.runners}
-    return {"step_seconds": step, "c": cost_ratio(step, cfg.proposer), "c_how": C_HOW, "proposer": cfg.proposer}
+    tokens = pass_tokens(dict(zip(cfg.model_names, cfg.gammas)), cfg.proposer)
+    passes = {runner.name: pass_seconds(runner, prompt_ids, engine.device, tokens[runner.name]) for runner in engine.runners}
+    return {
+        "step_seconds": step,
+        "c": cost_ratio(step, cfg.proposer),
+        "c_how": C_HOW,
+        "proposer": cfg.proposer,
+        "pass_tokens": tokens,
+        "pass_seconds": passes,
+        "pass_cost": {name: passes[name] / step[name] for name in passes},
+        "pass_how": PASS_HOW,
+    }
 
 
 def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool) -> None:
@@ -408,7 +512,7 @@ def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibra
         "timing": {"total_s": total_s, "first_token_s": first_token_s, "decode_s": total_s - first_token_s},
         "accounting": result.to_dict(),
         "score": dataclasses.asdict(score),
-        "calibration": {"step_seconds": calibration["step_seconds"], "c": calibration["c"]},
+        "calibration": {key: calibration[key] for key in ("step_seconds", "c", "pass_tokens", "pass_cost")},
         **({"sweep": sweep_values} if sweep_values else {}),
     }
 
@@ -473,7 +577,7 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
     cells = sweep_cells(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps({"config": config_to_dict(cfg), "cells": [label for label, _ in cells]}, indent=2))
-    cache: dict[str, LoadedModel] = {}
+    cache: dict[str, Any] = {}
     folders = []
     for number, (label, cell) in enumerate(cells, 1):
         console.rule(f"cell {number}/{len(cells)}: {label}")

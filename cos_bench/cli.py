@@ -105,6 +105,7 @@ def common_overrides(
     data_dir: Optional[str],
     allow_code_eval: bool,
     warmup: Optional[int],
+    engine: Optional[str],
 ) -> dict[str, Any]:
     return {
         "limit": limit,
@@ -121,6 +122,7 @@ def common_overrides(
         "data_dir": data_dir,
         "allow_code_eval": True if allow_code_eval else None,
         "warmup": warmup,
+        "engine": engine,
     }
 
 
@@ -137,6 +139,9 @@ GammaOpt = typer.Option(None, "--gamma", help="Draft length per model, MODEL=N; 
 ProposerOpt = typer.Option(None, "--proposer", help="Default proposer (a model name from the config).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N, mps, multi-gpu.")
 DtypeOpt = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16.")
+EngineOpt = typer.Option(
+    None, "--engine", help="auto (compiled on CUDA, else eager), eager (HF forwards), compiled (static cache + torch.compile, CUDA graphs)."
+)
 DataOpt = typer.Option(None, "--data-dir", help="Local folder of the datasets' JSONL files (else $COS_BENCH_DATA_DIR, else the Hub).")
 CodeEvalOpt = typer.Option(False, "--allow-code-eval", help="Run model-written code (HumanEval) in the sandbox.")
 WarmupOpt = typer.Option(None, "--warmup", help="Untimed warm-up decodes per method.")
@@ -159,6 +164,7 @@ def run(
     proposer: Optional[str] = ProposerOpt,
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
+    engine: Optional[str] = EngineOpt,
     data_dir: Optional[str] = DataOpt,
     allow_code_eval: bool = CodeEvalOpt,
     warmup: Optional[int] = WarmupOpt,
@@ -167,7 +173,7 @@ def run(
     """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
     from cos_bench.bench import run_experiment
 
-    overrides = common_overrides(limit, tasks, methods, temperature, max_new_tokens, repeats, seed, gamma, proposer, device, dtype, data_dir, allow_code_eval, warmup)
+    overrides = common_overrides(limit, tasks, methods, temperature, max_new_tokens, repeats, seed, gamma, proposer, device, dtype, data_dir, allow_code_eval, warmup, engine)
     cfg = resolve_config(config, overrides, sets)
     run_experiment(cfg, out or Path("results") / cfg.name, console)
 
@@ -190,6 +196,7 @@ def sweep(
     seed: Optional[int] = SeedOpt,
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
+    engine: Optional[str] = EngineOpt,
     data_dir: Optional[str] = DataOpt,
     allow_code_eval: bool = CodeEvalOpt,
     warmup: Optional[int] = WarmupOpt,
@@ -198,7 +205,7 @@ def sweep(
     """Run a grid over λ, μ, γ, temperature and proposer order: one results folder per cell, plus plots."""
     from cos_bench.bench import run_sweep
 
-    overrides = common_overrides(limit, tasks, methods, None, max_new_tokens, repeats, seed, None, None, device, dtype, data_dir, allow_code_eval, warmup)
+    overrides = common_overrides(limit, tasks, methods, None, max_new_tokens, repeats, seed, None, None, device, dtype, data_dir, allow_code_eval, warmup, engine)
     grid = {
         "lambda": [parse_number(x, "--lambda") for x in split_list(lambdas)] if lambdas else None,
         "mu": [parse_number(x, "--mu") for x in split_list(mus)] if mus else None,

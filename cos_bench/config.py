@@ -41,6 +41,8 @@ METHODS = ("vanilla", "sd", "cos", "hf-ensemble")
 TASKS = ("humaneval", "gsm8k", "mmlu")
 RULES = ("we", "cd")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# auto = compiled on CUDA, eager elsewhere (see cos_bench.bench.resolve_engine).
+ENGINES = ("auto", "eager", "compiled")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps|multi-gpu")
 # Model names appear in keys like `gamma.small` and in file names: no dots, no spaces.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -53,7 +55,7 @@ DEFAULT_MU = 0.1
 TOP_LEVEL_KEYS = (
     "name", "paper_setting", "models", "combinations", "methods", "gamma", "proposer",
     "temperature", "tasks", "limit", "offset", "seed", "subjects", "max_new_tokens",
-    "repeats", "warmup", "dtype", "device", "chat", "data_dir", "allow_code_eval", "sweep",
+    "repeats", "warmup", "dtype", "device", "engine", "chat", "data_dir", "allow_code_eval", "sweep",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "models", "combinations")
 MODEL_KEYS = ("name", "source")
@@ -136,6 +138,7 @@ class ExperimentConfig:
     warmup: int
     dtype: str
     device: str
+    engine: str  # auto | eager | compiled
     chat: bool | None  # None = auto: use the chat template when the tokenizer has one
     data_dir: str | None
     allow_code_eval: bool
@@ -502,6 +505,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         warmup=_int(origin, "warmup", data.get("warmup", 1), minimum=0),
         dtype=_choice(origin, "dtype", data.get("dtype", "auto"), DTYPES),
         device=_parse_device(origin, data.get("device", "auto")),
+        engine=_choice(origin, "engine", data.get("engine", "auto"), ENGINES),
         chat=_parse_chat(origin, data.get("chat", "auto")),
         data_dir=_parse_data_dir(origin, data.get("data_dir")),
         allow_code_eval=_parse_bool(origin, "allow_code_eval", data.get("allow_code_eval", False)),
@@ -654,6 +658,7 @@ def _to_dict(cfg: ExperimentConfig, *, explicit_gamma_only: bool) -> dict:
         "warmup": cfg.warmup,
         "dtype": cfg.dtype,
         "device": cfg.device,
+        "engine": cfg.engine,
         "chat": "auto" if cfg.chat is None else cfg.chat,
         "data_dir": cfg.data_dir,
         "allow_code_eval": cfg.allow_code_eval,

@@ -61,7 +61,7 @@ def divergences(folder: Path) -> list[dict]:
 @torch.no_grad()
 def combined_logprobs(engine, rule, ids: torch.Tensor) -> torch.Tensor:
     """log of the combined distribution at T = 1 for the next token after `ids` (one fresh forward per model)."""
-    logits = [runner.model(ids.unsqueeze(0)).logits[0, -1, : engine.vocab_size].double() for runner in engine.runners]
+    logits = [loaded.model(ids.unsqueeze(0)).logits[0, -1, : engine.vocab_size].double() for loaded in engine.models]
     return torch.log(rule.combined_probs(logits, 1.0).clamp_min(1e-300))
 
 

@@ -78,7 +78,11 @@ def test_run_writes_results_manifest_table_and_report(tmp_path, pair):
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest) >= {"config", "versions", "hardware", "git_revision", "models", "prompt_format_version", "calibration"}
     assert manifest["calibration"]["c"] > 0 and set(manifest["calibration"]["step_seconds"]) == {"small", "large"}
+    assert all(manifest["calibration"]["pass_cost"][m] > 0 for m in ("small", "large")) and manifest["calibration"]["pass_how"]
+    assert all(set(r["calibration"]) == {"step_seconds", "c", "pass_tokens", "pass_cost"} for r in records)
     assert all(m["source"]["kind"] == "local" for m in manifest["models"])
+    # auto on a CPU resolves to the eager engine, and the manifest says so.
+    assert manifest["engine"]["requested"] == "auto" and manifest["engine"]["engine"] == "eager"
     for r in records:
         accounting = r["accounting"]
         emitted = sum(m["accepted"] + m["bonus_accepted"] for m in accounting["models"]) + accounting["corrections"] + accounting["direct_samples"]
@@ -142,6 +146,33 @@ def one_line_error(result) -> str:
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output
     return errors[0]
+
+
+def test_resuming_with_another_engine_is_refused_in_one_line(tmp_path, pair):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla"])
+    assert invoke("run", "--config", config, "--out", out).exit_code == 0
+    before = (out / "records.jsonl").read_text()
+    error = one_line_error(invoke("run", "--config", config, "--out", out, "--engine", "compiled"))
+    assert "eager engine" in error and "--engine eager" in error
+    assert (out / "records.jsonl").read_text() == before
+    assert "must be one of auto, eager, compiled" in one_line_error(invoke("run", "--config", config, "--engine", "turbo"))
+
+
+@pytest.mark.slow
+def test_compiled_engine_end_to_end_on_cpu(tmp_path, pair):
+    # torch.compile (inductor, no CUDA graphs on a CPU): the static-cache runners compile every
+    # fed length before timing, and greedy sd and cos still reproduce vanilla token for token.
+    out = tmp_path / "compiled"
+    config = write_config(tmp_path, pair, limit=1, tasks=["humaneval", "gsm8k"], methods=["vanilla", "sd", "cos"], combinations=[{"rule": "we", "weights": [0.5, 0.5]}])
+    result = invoke("run", "--config", config, "--out", out, "--engine", "compiled")
+    assert result.exit_code == 0, result.output
+    engine = json.loads((out / "manifest.json").read_text())["engine"]
+    assert engine["engine"] == "compiled" and engine["graph_lengths"][:5] == [1, 2, 3, 4, 5]
+    assert all(seconds > 0 for seconds in engine["compile_seconds"].values())
+    by_key = {(r["task"], r["method"]): r["token_ids"] for r in lines(out / "records.jsonl")}
+    for (task, method), ids in by_key.items():
+        assert ids == by_key[(task, "vanilla")], f"{method} diverged on {task}"
 
 
 def test_bad_input_is_one_line_and_loses_nothing(tmp_path, pair):
