@@ -128,3 +128,17 @@ def test_generate_ends_at_the_shared_stop_rule(pair):
     # generate() checks once per step, so it ends after the step that reaches 5 tokens: at most γ + 1 more.
     assert 5 <= len(stopped.token_ids) <= 5 + 3
     assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
+
+
+def test_forwards_are_timed_without_a_sync_per_call(pair, monkeypatch):
+    # A sync around every forward inside the timed generate() would charge the peer for stalls
+    # the core's methods never pay: only the two clock reads around generate() may synchronise.
+    import cos_bench.methods.hf_ensemble as module
+
+    syncs = []
+    monkeypatch.setattr(module, "synchronize", lambda device: syncs.append(device))
+    target, drafter = pair
+    result = hf_ensemble_decode(target, drafter, PROMPT, drafter_weight=0.5, temperature=0.0, max_new_tokens=12,
+                                eos_token_ids=[], gamma=3, seed=0)  # fmt: skip
+    assert len(syncs) == 2
+    assert result.models[1].forward_calls > 2 and result.models[1].forward_seconds > 0

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from cos_bench.core.records import DecodeResult, ModelAccounting
+from cos_bench.core.runner import ForwardTimer
 from cos_bench.errors import CosBenchError
 from cos_bench.timing import synchronize
 
@@ -181,18 +182,26 @@ def _by_position(lengths: list[int]) -> tuple[int, ...]:
 
 
 class _ForwardMeter:
-    """Counts one model's forward calls, tokens fed and forward time through hooks."""
+    """Counts one model's forward calls, tokens fed and forward time through hooks.
+
+    Timed with the core's ForwardTimer (CUDA events read once at the end), never by
+    synchronising around each forward: a sync per call inside the timed generate() would
+    charge the peer for stalls that the core's methods do not pay.
+    """
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.device = model.get_input_embeddings().weight.device
         self.calls = 0
         self.tokens = 0
-        self.seconds = 0.0
         self.last_input: torch.Tensor | None = None  # [1, fed]
         self.last_cache_len: int | None = None
         self._handles: list = []
-        self._t0 = 0.0
+        self._timer = ForwardTimer(self.device)
+
+    @property
+    def seconds(self) -> float:
+        return self._timer.seconds()
 
     def attach(self) -> None:
         self._handles = [
@@ -212,12 +221,10 @@ class _ForwardMeter:
         self.last_cache_len = cache.get_seq_length() if cache is not None else None
         self.calls += 1
         self.tokens += ids.shape[-1] if ids is not None else kwargs["inputs_embeds"].shape[-2]
-        synchronize(self.device)
-        self._t0 = time.perf_counter()
+        self._timer.start()
 
     def _after(self, module, args, output):
-        synchronize(self.device)
-        self.seconds += time.perf_counter() - self._t0
+        self._timer.stop()
 
 
 @dataclass
