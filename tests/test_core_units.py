@@ -228,6 +228,22 @@ def emitted_identity(result) -> int:
     return sum(m.accepted + m.bonus_accepted for m in result.models) + result.corrections + result.direct_samples
 
 
+@pytest.mark.parametrize("method", ["sd", "cos"])
+def test_drafts_past_a_stop_are_not_counted_as_verified(method):
+    # A block can pass drafts beyond an EOS; they never reach the output, so each verdict counted
+    # must be a committed draft or a rejection — and α averages over exactly those.
+    runners = [TableRunner("a", 1, 6), TableRunner("b", 2, 6)]
+    settings = DecodeSettings(WeightedEnsemble([0.5, 0.5]), 1.0, (4, 2))
+    gen = torch.Generator().manual_seed(3)
+    cut_by_eos = 0
+    for _ in range(60):
+        result = get_method(method)(runners, torch.tensor([1]), settings, StopRule(30, eos_token_ids=frozenset({5})), gen)
+        verified = sum(m.verified for m in result.models)
+        assert verified == result.accepted_tokens + result.corrections
+        cut_by_eos += result.stop_reason == "eos"
+    assert cut_by_eos > 10  # not vacuous: many decodes ended on the EOS, often mid-block
+
+
 @pytest.mark.parametrize("method", ["vanilla", "sd", "cos"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_emitted_tokens_are_accepted_plus_corrections_plus_bonus(method, temperature):
@@ -339,3 +355,15 @@ def test_bad_input_gives_one_line_errors():
     assert "temperature" in one_line_error(lambda: DecodeSettings(rule, math.nan, (1, 1)))
     assert "max_new_tokens" in one_line_error(lambda: StopRule(0))
     assert "unknown decoding method" in one_line_error(lambda: get_method("nope"))
+
+
+def test_forward_timer_uses_device_events_where_calls_are_asynchronous():
+    # MPS, like CUDA, returns before the device has run a call: a host clock would time the launch only.
+    from cos_bench.core.runner import ForwardTimer
+
+    assert ForwardTimer(torch.device("mps"))._event_type is torch.mps.Event
+    assert ForwardTimer(torch.device("cuda"))._event_type is torch.cuda.Event
+    timer = ForwardTimer(torch.device("cpu"))
+    timer.start()
+    timer.stop()
+    assert timer._event_type is None and timer.seconds() >= 0

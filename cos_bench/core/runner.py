@@ -35,27 +35,27 @@ class ForwardStats:
 class ForwardTimer:
     """Time spent in forward calls, without a host-device sync per call.
 
-    On CUDA each call is bracketed by events that are only read (one sync) when
-    the total is asked for; on the CPU the calls are synchronous, so a
-    monotonic clock around them is exact.
+    On CUDA and MPS, where calls return before the device has run them, each call is
+    bracketed by device events that are only read (one sync) when the total is asked
+    for; on the CPU the calls are synchronous, so a monotonic clock around them is exact.
     """
 
     def __init__(self, device: torch.device):
-        self._cuda = device.type == "cuda"
+        self._event_type = {"cuda": getattr(torch.cuda, "Event", None), "mps": getattr(torch.mps, "Event", None)}.get(device.type)
         self._seconds = 0.0
-        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-        self._started: float | torch.cuda.Event | None = None
+        self._events: list[tuple] = []
+        self._started = None
 
     def start(self) -> None:
-        if self._cuda:
-            self._started = torch.cuda.Event(enable_timing=True)
+        if self._event_type is not None:
+            self._started = self._event_type(enable_timing=True)
             self._started.record()
         else:
             self._started = time.perf_counter()
 
     def stop(self) -> None:
-        if self._cuda:
-            end = torch.cuda.Event(enable_timing=True)
+        if self._event_type is not None:
+            end = self._event_type(enable_timing=True)
             end.record()
             self._events.append((self._started, end))
         else:

@@ -130,20 +130,24 @@ class SpeculativeEngine:
         drafts = self.pending[:k]
         draft_probs = torch.stack([d.draft_probs for d in drafts])  # [k, V]
         verdict = verify_block(self.transcript.tokens[start : start + k], draft_probs, target_probs, self.generator)
-        for draft, overlap in zip(drafts, verdict.overlaps):
-            self.counters[draft.drafter].verified += 1
-            self.counters[draft.drafter].alpha_sum += overlap
-        for draft, token in zip(drafts, verdict.accepted_tokens):
+        for draft, token, overlap in zip(drafts, verdict.accepted_tokens, verdict.overlaps):
+            self.count_verdict(draft, overlap)
             self.counters[draft.drafter].count_accept(draft.run_position, draft.bonus)
             self.pending.pop(0)
             for store in self.logits:
                 store.pop(self.transcript.length, None)
             if self.transcript.commit(token, write=False):
+                # Drafts past the stop never reach the output: they count neither as verified nor towards α.
                 return False
         if verdict.correction is None:
             return False
+        self.count_verdict(drafts[verdict.n_accepted], verdict.overlaps[verdict.n_accepted])
         self.reject(verdict.correction)
         return True
+
+    def count_verdict(self, draft: PendingDraft, overlap: float) -> None:
+        self.counters[draft.drafter].verified += 1
+        self.counters[draft.drafter].alpha_sum += overlap
 
     def reject(self, correction: int) -> None:
         """Drop every pending draft and stored logit, crop caches, commit the replacement."""
