@@ -203,7 +203,7 @@ def _hf_ensemble(engine: Engine, prompt_ids: torch.Tensor, settings: DecodeSetti
 
     drafter = settings.proposer
     (target,) = [i for i in range(len(engine.models)) if i != drafter]
-    result = hf_ensemble_decode(
+    return hf_ensemble_decode(
         engine.models[target].model,
         engine.models[drafter].model,
         prompt_ids,
@@ -215,19 +215,8 @@ def _hf_ensemble(engine: Engine, prompt_ids: torch.Tensor, settings: DecodeSetti
         seed=seed,
         target_name=engine.models[target].name,
         drafter_name=engine.models[drafter].name,
-        stop=lambda ids: stop.reason(ids) is not None,  # end generate() where every method ends
+        stop=stop.reason,  # end where every method ends, cut at that exact token
     )
-    return _truncate_at_stop(result, stop)
-
-
-def _truncate_at_stop(result: DecodeResult, stop: StopRule) -> DecodeResult:
-    """generate() knows no stop strings here: cut at the first token where the shared rule stops."""
-    ids = list(result.token_ids)
-    for end in range(1, len(ids) + 1):
-        reason = stop.reason(ids[:end])
-        if reason is not None:
-            return dataclasses.replace(result, token_ids=tuple(ids[:end]), stop_reason=reason)
-    return result
 
 
 # --- the manifest -----------------------------------------------------------------------------

@@ -121,13 +121,18 @@ def test_refusals(pair):
         hf_ensemble_decode(target, tiny_llama(3, vocab=VOCAB + 16), PROMPT, 0.5, 0.0, 5, [], 2, None)
 
 
-def test_generate_ends_at_the_shared_stop_rule(pair):
+@pytest.mark.parametrize("at", [1, 5, 6, 7])
+def test_generate_ends_at_the_shared_stop_rule_and_counts_only_what_it_keeps(pair, at):
+    # generate() checks once per step, so it ends after the step that crosses the stop; the ids
+    # and every count are then cut at that exact token, as the core's methods stop.
     target, drafter = pair
     free = hf_ensemble_decode(target, drafter, PROMPT, 0.5, 0.0, 30, [], 3, None)
-    stopped = hf_ensemble_decode(target, drafter, PROMPT, 0.5, 0.0, 30, [], 3, None, stop=lambda ids: len(ids) >= 5)
-    # generate() checks once per step, so it ends after the step that reaches 5 tokens: at most γ + 1 more.
-    assert 5 <= len(stopped.token_ids) <= 5 + 3
-    assert stopped.token_ids == free.token_ids[: len(stopped.token_ids)]
+    stopped = hf_ensemble_decode(target, drafter, PROMPT, 0.5, 0.0, 30, [], 3, None,
+                                 stop=lambda ids: "stop_string" if len(ids) >= at else None)  # fmt: skip
+    assert stopped.token_ids == free.token_ids[:at] and stopped.stop_reason == "stop_string"
+    drafter_counts = stopped.models[0]
+    assert drafter_counts.accepted + stopped.corrections + stopped.direct_samples == at
+    assert sum(drafter_counts.accepted_by_position) == drafter_counts.accepted
 
 
 def test_forwards_are_timed_without_a_sync_per_call(pair, monkeypatch):

@@ -46,15 +46,17 @@ def hf_ensemble_decode(
     *,
     target_name: str = "target",
     drafter_name: str = "drafter",
-    stop: Callable[[list[int]], bool] | None = None,
+    stop: Callable[[Sequence[int]], str | None] | None = None,
 ) -> DecodeResult:
     """Decode one prompt with `generate(assistant_model=..., assistant_ensemble_weight=1 - drafter_weight)`.
 
     `drafter_weight` = 0 runs plain (lossless) speculative decoding of the target.
     Greedy when `temperature` is 0, else sampling from the full distribution at that
-    temperature, seeded with `torch.manual_seed(seed)`. Stops on eos,
-    `max_new_tokens`, or after the step where `stop` first holds (the caller cuts the ids
-    at that exact token, as every other method stops).
+    temperature, seeded with `torch.manual_seed(seed)`. Stops on eos, `max_new_tokens`,
+    or where `stop` (the rule every method shares: generated ids -> a reason or None) first
+    gives a reason: generate() ends after that step, and the ids and the step counts are
+    cut at that exact token, as every other method stops. The time keeps the whole last
+    step, as the core's methods keep the whole verification pass that crossed the stop.
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -115,6 +117,11 @@ def hf_ensemble_decode(
     if generated != tuple(steps.committed):
         raise RuntimeError("hf-ensemble accounting lost track of generate()'s steps; the counts would be wrong")
     stop_reason = "eos" if generated and generated[-1] in eos else "max_new_tokens"
+    cut = _first_stop(generated, stop)
+    if cut is not None:
+        stop_reason = stop(generated[:cut])
+        generated = generated[:cut]
+        steps.steps = _clip_steps(steps.steps, cut)
     drafter_accounting = ModelAccounting(
         name=drafter_name,
         forward_calls=drafter_meter.calls,
@@ -173,6 +180,30 @@ def _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_ne
             f"hf-ensemble needs equally wide logits, but the target scores {target_rows} tokens and the drafter "
             f"{drafter_rows} (padded embeddings); transformers mixes them position by position — pick another method"
         )
+
+
+def _first_stop(generated: Sequence[int], stop: Callable[[Sequence[int]], str | None] | None) -> int | None:
+    """Length of the shortest prefix at which `stop` gives a reason, or None."""
+    if stop is None:
+        return None
+    return next((end for end in range(1, len(generated) + 1) if stop(generated[:end]) is not None), None)
+
+
+def _clip_steps(steps: list[_Step], keep: int) -> list[_Step]:
+    """The steps' counts for the first `keep` committed tokens only.
+
+    A step commits its accepted drafts, then at most one more token (a correction or the
+    target's own), so a step cut short keeps only accepted drafts. Drafts made stay drafted.
+    """
+    clipped, total = [], 0
+    for step in steps:
+        room = keep - total
+        if room <= 0:
+            break
+        emitted = step.accepted + step.corrected + step.target_token
+        clipped.append(step if emitted <= room else _Step(step.drafted, room, 0, 0))
+        total += min(emitted, room)
+    return clipped
 
 
 def _by_position(lengths: list[int]) -> tuple[int, ...]:
@@ -238,8 +269,8 @@ class _Step:
 @dataclass
 class _StepWatcher:
     """A stopping criterion that stops only where `stop` (the rule every method shares) says so
-    — generate() then ends after the step that crossed it, and the caller cuts the ids at
-    the exact token. Called once per generate() step with the
+    — generate() then ends after the step that crossed it, and the ids and counts are cut
+    at the exact token afterwards. Called once per generate() step with the
     whole sequence, it pairs the newly committed tokens with the candidates the target
     was just shown (the tail of its last input beyond the committed length).
 
@@ -252,7 +283,7 @@ class _StepWatcher:
 
     prompt_len: int
     target: _ForwardMeter
-    stop: Callable[[list[int]], bool] | None = None  # True once generation must end
+    stop: Callable[[Sequence[int]], str | None] | None = None  # a reason once generation must end
     committed: list[int] = field(default_factory=list)
     steps: list[_Step] = field(default_factory=list)
     started: float = 0.0
@@ -272,7 +303,8 @@ class _StepWatcher:
         rejected = accepted < len(candidates)
         self.steps.append(_Step(len(candidates), accepted, int(extra and rejected), int(extra and not rejected)))
         self.committed.extend(new)
-        done = self.stop is not None and any(self.stop(self.committed[:end]) for end in range(committed_len - self.prompt_len + 1, len(self.committed) + 1))
+        new_ends = range(committed_len - self.prompt_len + 1, len(self.committed) + 1)
+        done = self.stop is not None and any(self.stop(self.committed[:end]) is not None for end in new_ends)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
     def _candidates(self, committed_len: int) -> list[int]:
