@@ -34,7 +34,7 @@ from cos_bench.errors import CosBenchError
 from cos_bench.metrics import summarize
 from cos_bench.models import MULTI_GPU, LoadedModel, load_model, resolve_device, shared_vocab_size
 from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_summary_report
-from cos_bench.storage import ResultsStore, load_records, read_manifest, record_key, write_manifest
+from cos_bench.storage import ResultsStore, exclusive_writer, load_records, read_manifest, record_key, write_manifest
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Example, Task
 from cos_bench.tasks.data import resolve_data_source
@@ -358,33 +358,37 @@ def run_experiment(
     sweep_values: dict[str, Any] | None = None,
     show_summary: bool = True,
 ) -> Path:
-    """Run (or resume) one experiment into `out_dir`; returns the folder."""
+    """Run (or resume) one experiment into `out_dir`; returns the folder.
+
+    The folder is locked first (one writer at a time) and stays locked until the summary is written.
+    """
     console = console or Console(stderr=True)
-    store = open_results(cfg, out_dir)
-    done = store.done_keys()
-    source = resolve_data_source(cfg.data_dir)
-    tasks = [get_task(name) for name in cfg.tasks]
-    examples = {task.name: task.load(source, cfg.limit, cfg.offset, cfg.seed, cfg.subjects) for task in tasks}
-    model_cache = {} if model_cache is None else model_cache  # loaded models and built runners, shared by sweep cells
-    engine = load_engine(cfg, console, model_cache)
-    chat = use_chat(cfg, engine.tokenizer)
-    prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
-    lengths = [int(p.ids.shape[0]) for task in tasks for p in prompts[task.name]]
-    compile_seconds = build_runners(cfg, engine, lengths, console, model_cache)
+    with exclusive_writer(out_dir):
+        store = open_results(cfg, out_dir)
+        done = store.done_keys()
+        source = resolve_data_source(cfg.data_dir)
+        tasks = [get_task(name) for name in cfg.tasks]
+        examples = {task.name: task.load(source, cfg.limit, cfg.offset, cfg.seed, cfg.subjects) for task in tasks}
+        model_cache = {} if model_cache is None else model_cache  # loaded models and built runners, shared by sweep cells
+        engine = load_engine(cfg, console, model_cache)
+        chat = use_chat(cfg, engine.tokenizer)
+        prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
+        lengths = [int(p.ids.shape[0]) for task in tasks for p in prompts[task.name]]
+        compile_seconds = build_runners(cfg, engine, lengths, console, model_cache)
 
-    calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
-    write_manifest(out_dir, with_history(out_dir, manifest(cfg, engine, chat, calibration, tasks, compile_seconds)))
+        calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
+        write_manifest(out_dir, with_history(out_dir, manifest(cfg, engine, chat, calibration, tasks, compile_seconds)))
 
-    planned = plan(cfg, tasks, prompts)
-    jobs = [job for job in planned if job.key not in done]
-    skipped = len(planned) - len(jobs)
-    if skipped:
-        console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")
-    if jobs:
-        warm_up(cfg, engine, jobs, chat)
-        execute(cfg, engine, jobs, chat, store, calibration, console, sweep_values or {})
-    if show_summary:
-        show(out_dir, console)
+        planned = plan(cfg, tasks, prompts)
+        jobs = [job for job in planned if job.key not in done]
+        skipped = len(planned) - len(jobs)
+        if skipped:
+            console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")
+        if jobs:
+            warm_up(cfg, engine, jobs, chat)
+            execute(cfg, engine, jobs, chat, store, calibration, console, sweep_values or {})
+        if show_summary:
+            show(out_dir, console)
     return out_dir
 
 
@@ -564,14 +568,16 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
     """Every cell of the grid into its own folder under `out_dir`; then plots of speedup against each swept parameter."""
     console = console or Console(stderr=True)
     cells = sweep_cells(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sweep.json").write_text(json.dumps({"config": config_to_dict(cfg), "cells": [label for label, _ in cells]}, indent=2))
-    cache: dict[str, Any] = {}
-    folders = []
-    for number, (label, cell) in enumerate(cells, 1):
-        console.rule(f"cell {number}/{len(cells)}: {label}")
-        folders.append(run_experiment(cell, out_dir / cell_folder_name(label), console, cache, parse_cell_label(label), show_summary=False))
-    paths = report_folders([out_dir], out_dir / "report", console)
+    # The sweep folder has one writer too: a second sweep would rewrite sweep.json and the report.
+    with exclusive_writer(out_dir):
+        (out_dir / "sweep.json").write_text(json.dumps({"config": config_to_dict(cfg), "cells": [label for label, _ in cells]}, indent=2))
+        cache: dict[str, Any] = {}
+        folders = []
+        for number, (label, cell) in enumerate(cells, 1):
+            console.rule(f"cell {number}/{len(cells)}: {label}")
+            folder = out_dir / cell_folder_name(label)
+            folders.append(run_experiment(cell, folder, console, cache, parse_cell_label(label), show_summary=False))
+        paths = report_folders([out_dir], out_dir / "report", console)
     console.print(f"sweep report: {paths.summary_md}")
     return folders
 

@@ -4,14 +4,24 @@ A run is resumable because every record is appended, flushed and fsynced the
 moment its decode finishes; on restart `ResultsStore.done_keys` says what to
 skip. A crash can tear only the line being written (the last one), so that is
 repaired silently; damage anywhere else is reported, never guessed around.
+
+One run writes a folder at a time (`exclusive_writer`): two runs resuming the same
+folder would both run every missing decode and store each one twice. A key stored
+twice all the same (a folder written before the lock existed, a hand-merged file)
+is refused wherever records are read for numbers, never counted twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +31,61 @@ from cos_bench.errors import CosBenchError
 
 MANIFEST_NAME = "manifest.json"
 RECORDS_NAME = "records.jsonl"
+LOCK_NAME = "writer.lock"
 _KEY_SEPARATOR = "|"
+
+
+# --- one writer per folder --------------------------------------------------------
+
+
+@contextmanager
+def exclusive_writer(folder: Path) -> Iterator[None]:
+    """Hold `folder` as its only writer until the block ends; CosBenchError naming the holder if another has it.
+
+    The lock is flock(2) on `folder/writer.lock`. The kernel ties it to the open file, so
+    it goes when the file is closed: at the end of the block, or when the process dies by
+    any means, kill -9 included — a crashed run never leaves a stale lock. The descriptor
+    is not inherited by programs we exec (os.open is close-on-exec). The file's text (the
+    holder's PID, host and start time) only lets the refusal name the holder; it decides nothing.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise CosBenchError(f"cannot create {path} ({err.strerror}): make {folder} writable, or pass --out with another folder") from None
+    try:
+        _lock(fd, folder, path)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # still ours here: a later reader never finds a finished run's PID
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(fd: int, folder: Path, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CosBenchError(
+            f"{folder} is being written by another cos-bench run ({_describe_holder(fd)}); "
+            "wait for it to finish, or pass --out with another folder"
+        ) from None
+    except OSError as err:  # e.g. ENOLCK: a network filesystem without locking
+        raise CosBenchError(f"cannot lock {path} ({err.strerror}): pass --out with a folder on a local disk") from None
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return f"PID {int(holder['pid'])} on {holder['host']}, started {holder['started']}"
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return "PID not yet recorded: it has only just started"  # between its flock and its write
 
 
 # --- manifest -----------------------------------------------------------------
@@ -114,6 +178,7 @@ class ResultsStore:
     def done_keys(self) -> set[str]:
         """Keys of the finished records; repairs a torn last line so the next append starts clean."""
         records, complete_bytes, needs_newline = _scan(self.path)
+        refuse_duplicates(records, self.folder)  # before the repair below: a refused folder is left as it was
         if self.path.exists() and self.path.stat().st_size != complete_bytes:
             # A crash mid-append left a partial line: drop it, else the next record is glued to it.
             with open(self.path, "r+b") as handle:
@@ -155,6 +220,24 @@ class ResultsStore:
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The complete records of one records.jsonl without creating or repairing anything."""
     return _scan(Path(path))[0]
+
+
+def refuse_duplicates(records: Sequence[Mapping[str, Any]], folder: Path) -> None:
+    """CosBenchError if a key is stored more than once.
+
+    Refused rather than deduplicated: within one run `append` never stores a key twice, so a
+    repeat means two runs wrote the folder at once, and then both copies were timed while
+    sharing the machine — keeping either would report a contended timing as a clean one.
+    """
+    counts = Counter(record["key"] for record in records)
+    repeated = [key for key, count in counts.items() if count > 1]
+    if repeated:
+        extra = sum(counts[key] - 1 for key in repeated)
+        raise CosBenchError(
+            f"{Path(folder) / RECORDS_NAME} holds {len(repeated)} key(s) more than once ({extra} extra line(s), e.g. "
+            f"{repeated[0]!r}): two runs wrote it at once, so those decodes were timed sharing the machine; delete every "
+            "line of those keys and rerun `cos-bench run` on the folder to redo them, or re-run into a new folder"
+        )
 
 
 def _scan(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
@@ -205,17 +288,27 @@ def load_records(folders: Sequence[Path]) -> pd.DataFrame:
     """All records of the given results folders as one flat DataFrame, one row per record.
 
     Nested fields become columns (see `flatten_record`); `run` is the folder name.
+    A key stored twice in a folder, or under one run name from two folders (the same
+    folder passed twice, say), is refused: it would be counted twice.
     """
     rows: list[dict[str, Any]] = []
-    for folder in folders:
-        folder = Path(folder)
+    first_seen: dict[tuple[str, str], int] = {}  # (run, key) -> index of the folder it came from
+    for index, folder in enumerate(map(Path, folders)):
         if not (folder / RECORDS_NAME).is_file():
             raise CosBenchError(
                 f"{folder} is not a cos-bench results folder (no {RECORDS_NAME}); "
                 "pass a folder written by `cos-bench run`"
             )
         # Read-only on purpose: a report may run beside a live run, whose torn tail is just unfinished.
-        for record in read_records(folder / RECORDS_NAME):
+        records = read_records(folder / RECORDS_NAME)
+        refuse_duplicates(records, folder)
+        for record in records:
+            earlier = first_seen.setdefault((folder.name, record["key"]), index)
+            if earlier != index:
+                raise CosBenchError(
+                    f"{folders[earlier]} and {folder} are both run {folder.name!r} and hold the same records "
+                    f"(e.g. {record['key']!r}), which would count them twice; pass each folder once, or rename one"
+                )
             rows.append(_flatten_checked(record, folder))
     if not rows:
         raise CosBenchError(

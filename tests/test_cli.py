@@ -2,25 +2,34 @@
 
 Covers: a full run (results folder, manifest, terminal table, report with every
 column), resuming after an interruption (torn last line, Ctrl-C) without loss or
-duplicates, one-line errors for bad input that leave earlier results intact, a
-sweep with both proposer orders, and the report command.
+duplicates, one writer per results folder (a second run is refused naming the
+first; a killed run frees the folder), one-line errors for bad input that leave
+earlier results intact, a report that refuses to count a record twice, a sweep
+with both proposer orders, and the report command. Data: tests/data/tasks.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from tiny import save_tiny_pair, word_tokenizer
 from typer.testing import CliRunner
 
 from cos_bench import bench
 from cos_bench.cli import app
+from cos_bench.config import load_config
+from cos_bench.storage import LOCK_NAME
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data (the offline datasets)")
+DATA = Path(__file__).parent / "data" / "tasks"  # a few rows of each split, in the Hub's layout: always here
 
 runner = CliRunner()
 METHODS = ["vanilla", "sd", "cos", "hf-ensemble"]
@@ -148,6 +157,92 @@ def one_line_error(result) -> str:
     return errors[0]
 
 
+def test_a_second_run_on_a_folder_in_use_is_refused_and_touches_nothing(tmp_path, pair, monkeypatch):
+    # The first run is paused in its second decode (one record stored). A second run on the same folder
+    # must refuse, not redo the missing decodes beside it and leave each one stored twice.
+    config, out = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla", "cos"]), tmp_path / "run"
+    real, paused, resume, calls, failures = bench.run_job, threading.Event(), threading.Event(), [], []
+
+    def pausing(*args, **kwargs):
+        if threading.current_thread() is first:
+            calls.append(1)
+            if len(calls) == 2:
+                paused.set()
+                resume.wait(timeout=300)
+        return real(*args, **kwargs)
+
+    def first_run():
+        try:
+            bench.run_experiment(load_config(config), out, Console(file=io.StringIO()))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
+            failures.append(exc)
+            paused.set()
+
+    monkeypatch.setattr(bench, "run_job", pausing)
+    first = threading.Thread(target=first_run)
+    first.start()
+    try:
+        assert paused.wait(timeout=300) and not failures, failures
+        before = {name: (out / name).read_bytes() for name in ("records.jsonl", "manifest.json")}
+        assert len(before["records.jsonl"].splitlines()) == 1
+        error = one_line_error(invoke("run", "--config", config, "--out", out))
+        assert f"PID {os.getpid()} " in error and "wait for it to finish, or pass --out with another folder" in error
+        assert {name: (out / name).read_bytes() for name in before} == before
+    finally:
+        resume.set()
+        first.join(timeout=300)
+    assert not failures, failures
+    records = lines(out / "records.jsonl")  # 1 example × (we, cd) × (vanilla, cos)
+    assert len(records) == len({r["key"] for r in records}) == 4
+    again = invoke("run", "--config", config, "--out", out)  # the first run has ended: the folder is free
+    assert again.exit_code == 0 and "4 records already there" in again.output, again.output
+
+
+HOLD_LOCK = """
+import sys, time
+from cos_bench.storage import exclusive_writer
+with exclusive_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_folder_held_by_a_run_killed_with_sigkill_is_free_again(tmp_path, pair):
+    config, out = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla"]), tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        error = one_line_error(invoke("run", "--config", config, "--out", out))
+        assert f"PID {holder.pid} " in error
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # refused before writing anything
+        holder.kill()  # SIGKILL: the holder runs no cleanup; the kernel drops its lock
+        holder.wait(timeout=30)
+        result = invoke("run", "--config", config, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert len(lines(out / "records.jsonl")) == 2
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+
+
+def test_report_refuses_records_stored_twice_instead_of_counting_them_twice(tmp_path, pair):
+    config, out = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla"]), tmp_path / "run"
+    assert invoke("run", "--config", config, "--out", out).exit_code == 0
+    path = out / "records.jsonl"
+    original = path.read_text().splitlines()
+    path.write_text("\n".join(original + original) + "\n")  # what two runs at once left before the lock
+    before = path.read_bytes()
+    error = one_line_error(invoke("report", out, "--out", tmp_path / "rep"))
+    assert "holds 2 key(s) more than once" in error and "re-run into a new folder" in error
+    assert not (tmp_path / "rep").exists()
+    # A resume refuses before any decode, rather than at the summary after all of them.
+    assert "more than once" in one_line_error(invoke("run", "--config", config, "--out", out))
+    assert path.read_bytes() == before
+    path.write_text("\n".join(original) + "\n")
+    assert "pass each folder once" in one_line_error(invoke("report", out, out, "--out", tmp_path / "rep"))
+
+
 def test_resuming_with_another_engine_is_refused_in_one_line(tmp_path, pair):
     out = tmp_path / "run"
     config = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla"])
@@ -237,3 +332,15 @@ def test_any_field_can_be_overridden_with_set(tmp_path, pair):
     assert manifest["config"]["offset"] == 3
     assert "offest" in one_line_error(invoke("run", "--config", config, "--set", "offest=3"))
     assert "KEY=VALUE" in one_line_error(invoke("run", "--config", config, "--set", "offset"))
+
+
+def test_a_second_sweep_on_a_folder_in_use_is_refused(tmp_path, pair):
+    from cos_bench.storage import exclusive_writer
+
+    config = write_config(tmp_path, pair, tasks=["gsm8k"], limit=1, max_new_tokens=4, methods=["vanilla"],
+                          combinations=[{"rule": "we", "weights": [0.5, 0.5]}])  # fmt: skip
+    out = tmp_path / "sweep"
+    with exclusive_writer(out):  # another sweep holds the folder
+        error = one_line_error(invoke("sweep", "--config", config, "--out", out, "--lambda", "0.2,0.8"))
+    assert "being written by another cos-bench run" in error
+    assert not (out / "sweep.json").exists() and not any(p.is_dir() for p in out.iterdir())

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cos_bench.errors import CosBenchError
 from cos_bench.storage import (
+    LOCK_NAME,
     RECORDS_NAME,
     ResultsStore,
+    exclusive_writer,
     load_records,
     read_manifest,
     record_key,
@@ -139,6 +143,92 @@ def test_blank_lines_are_tolerated(tmp_path):
         handle.write("\n")
     store.append(_record(2))
     assert len(ResultsStore(tmp_path).records()) == 2
+
+
+def _duplicate_lines(path: Path, *numbers: int) -> None:
+    """Append copies of the given lines (0-based): what two runs writing one folder at once leave."""
+    lines = _lines(path)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(lines[n] + "\n" for n in numbers))
+
+
+def test_a_key_stored_twice_is_refused_on_resume_and_left_as_it_was(tmp_path):
+    store = ResultsStore(tmp_path)
+    for n in range(3):
+        store.append(_record(n))
+    _duplicate_lines(store.path, 0, 2)
+    with open(store.path, "ab") as handle:
+        handle.write(json.dumps(_record(3)).encode()[:9])  # a torn tail too: it must survive the refusal
+    before = store.path.read_bytes()
+    with pytest.raises(CosBenchError, match=r"holds 2 key\(s\) more than once \(2 extra line\(s\).*rerun `cos-bench run`") as error:
+        ResultsStore(tmp_path).done_keys()
+    assert "\n" not in str(error.value)
+    assert store.path.read_bytes() == before
+
+
+def test_load_records_refuses_duplicated_keys_naming_the_folder_and_count(tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(SMALL_RUN, folder)
+    _duplicate_lines(folder / RECORDS_NAME, 0, 1, 1)
+    with pytest.raises(CosBenchError, match=rf"{folder / RECORDS_NAME} holds 2 key\(s\) more than once \(3 extra") as error:
+        load_records([folder])
+    assert "\n" not in str(error.value) and "new folder" in str(error.value)
+
+
+def test_load_records_refuses_one_folder_given_twice(tmp_path):
+    with pytest.raises(CosBenchError, match="both run 'small_run'.*pass each folder once"):
+        load_records([SMALL_RUN, SMALL_RUN])
+    twin = tmp_path / "small_run"  # another folder of the same name: both would be run 'small_run'
+    shutil.copytree(SMALL_RUN, twin)
+    with pytest.raises(CosBenchError, match="count them twice"):
+        load_records([SMALL_RUN, twin])
+
+
+# --- one writer per folder ----------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from cos_bench.storage import exclusive_writer
+with exclusive_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_refused_in_one_line_naming_the_holder(tmp_path):
+    with exclusive_writer(tmp_path):
+        holder = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] and holder["started"]
+        with pytest.raises(CosBenchError, match=rf"{tmp_path} is being written by another cos-bench run \(PID {os.getpid()} on ") as error:
+            with exclusive_writer(tmp_path):
+                pass
+        assert "\n" not in str(error.value) and "wait for it to finish, or pass --out with another folder" in str(error.value)
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # released, and no stale PID left behind
+
+
+def test_the_lock_is_released_when_the_block_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with exclusive_writer(tmp_path):
+            raise RuntimeError("a run crashed")
+    with exclusive_writer(tmp_path):
+        pass
+
+
+def test_the_lock_dies_with_its_holder_even_by_kill_9(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CosBenchError, match=rf"PID {holder.pid} "):
+            with exclusive_writer(tmp_path):
+                pass
+        holder.kill()  # SIGKILL: no cleanup code runs in the holder
+        holder.wait(timeout=30)
+        with exclusive_writer(tmp_path):  # the kernel dropped the lock with the process
+            assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        holder.stdout.close()
 
 
 # --- manifest ---------------------------------------------------------------------------------
