@@ -18,7 +18,17 @@ launcher (this very file, run as a script) that:
   read-only, with fresh size-capped tmpfs mounts on /tmp (which holds the working
   directory), /var/tmp and /dev/shm, and empty ones on /run (service sockets) and
   /dev/pts (terminals); all of it vanishes with the namespace;
-- kills the program's whole process group at the wall-clock timeout.
+- kills the program's whole process group at the wall-clock timeout;
+- dies with its caller: the launcher watches a pipe that only the caller holds open
+  (`caller_fd`), and when the caller dies, even by SIGKILL, it kills the program and
+  removes the program's folder and cgroup itself; the namespace's init and the program
+  have PR_SET_PDEATHSIG, so a killed launcher takes them with it (in a PID namespace, with
+  everything the program started). Whatever a killed launcher still left (folders `cos-bench-sandbox-OWNER-*`, cgroups `cos-bench-OWNER-*`, where OWNER is
+  the benchmark's `pid-starttime`) is removed by the next benchmark to start here, once
+  that owner is dead: two benchmarks may run at once.
+
+With `must_finish`, a program passes only if it also proves that its last statement
+returned, not merely that it exited with status 0: see `_FINISH_HARNESS`.
 
 Which of these layers this machine allows is probed once (`sandbox_isolation`)
 and reported: `Verdict.isolated_network` says whether a result ran without a
@@ -135,8 +145,13 @@ def run_programs(
     workers: int | None = None,
     allow: bool = False,
     limits: Limits | None = None,
+    must_finish: bool = False,
 ) -> list[Verdict]:
-    """Run each program (Python source) in its own sandbox, in parallel; one Verdict each, in order."""
+    """Run each program (Python source) in its own sandbox, in parallel; one Verdict each, in order.
+
+    must_finish: "passed" also needs proof that the program's top level ran to its end (its tests
+    ran): an exit with status 0 before that (sys.exit(0), os._exit(0), an exit hook) is "failed".
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     require_code_eval_opt_in(allow)
@@ -147,7 +162,7 @@ def run_programs(
     workers = workers or len(os.sched_getaffinity(0))
     # Threads only wait on subprocesses, so they parallelise across cores despite the GIL.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cos-bench-sandbox") as pool:
-        return list(pool.map(lambda program: _run_one(program, timeout_s, limits, isolation), programs))
+        return list(pool.map(lambda program: _run_one(program, timeout_s, limits, isolation, must_finish), programs))
 
 
 _isolation_cache: list[Isolation] = []
@@ -155,9 +170,13 @@ _isolation_lock = threading.Lock()
 
 
 def sandbox_isolation() -> Isolation:
-    """Probe once per process which isolation layers work here (runs two or three tiny programs)."""
+    """Probe once per process which isolation layers work here (runs two or three tiny programs).
+
+    First it removes what sandboxes of dead benchmarks left behind.
+    """
     with _isolation_lock:
         if not _isolation_cache:
+            _remove_stale_sandboxes()
             _isolation_cache.append(_probe_isolation())
         return _isolation_cache[0]
 
@@ -179,7 +198,7 @@ def _probe_isolation() -> Isolation:
         ]
     problems = []
     for candidate in candidates:
-        verdict = _run_one("", 30.0, Limits(), candidate)
+        verdict = _run_one("", 30.0, Limits(), candidate, must_finish=False)
         if verdict.status == "passed":
             cgroup = candidate.drop_privileges and _memory_cgroup_works()
             if not cgroup:
@@ -199,14 +218,19 @@ def _probe_isolation() -> Isolation:
 # Parent side: one program.
 
 
-def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolation) -> Verdict:
+def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolation, must_finish: bool) -> Verdict:
+    import secrets
     import tempfile
     import time
 
     start = time.monotonic()
+    owner = _owner()
     uid = _claim_uid() if isolation.drop_privileges else None
-    cgroup = _make_memory_cgroup(f"cos-bench-{uid}", limits.total_memory_bytes) if isolation.memory_cgroup else None
-    host_dir = tempfile.mkdtemp(prefix="cos-bench-sandbox-")
+    cgroup = None
+    if isolation.memory_cgroup:
+        cgroup = _make_memory_cgroup(f"cos-bench-{owner}-{uid}", limits.total_memory_bytes)
+    host_dir = tempfile.mkdtemp(prefix=f"cos-bench-sandbox-{owner}-")
+    token = secrets.token_hex(16) if must_finish else None
     try:
         program_path = os.path.join(host_dir, _PROGRAM_FILE)
         with open(program_path, "w", encoding="utf-8") as f:
@@ -215,13 +239,15 @@ def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolatio
             os.chown(host_dir, uid, uid)  # it runs in place, as that uid
             os.chown(program_path, uid, uid)
         spec = _launch_spec(timeout_s, limits, isolation, uid, cgroup)
-        report, stderr_tail = _launch(host_dir, spec, timeout_s)
+        spec["host_dir"] = host_dir  # for the launcher to remove should we die first
+        report, stderr_tail, proof = _launch(host_dir, spec, timeout_s, token)
     finally:
         leftovers = _kill_uid(uid) if uid is not None else 0
         _release_uid(uid)
         _remove_tree(host_dir)
         oom_kills = _remove_cgroup(cgroup) if cgroup else 0
-    status, reason = _verdict(report, stderr_tail, timeout_s, limits)
+    finished = token is None or token.encode() in proof
+    status, reason = _verdict(report, stderr_tail, timeout_s, limits, finished)
     if leftovers:
         reason += f"; killed {leftovers} leftover process(es)"
     if oom_kills and status != "passed":
@@ -281,52 +307,83 @@ def _interpreter_paths() -> list[str]:
     return sorted(os.path.realpath(p) for p in paths)
 
 
-def _launch(host_dir: str, spec: dict, timeout_s: float) -> tuple[dict, str]:
-    """Start the launcher, wait for it, and return its report and the tail of stderr."""
+def _launch(host_dir: str, spec: dict, timeout_s: float, token: str | None) -> tuple[dict, str, bytes]:
+    """Start the launcher, wait for it; return its report, the tail of stderr and what came on the proof pipe."""
     import subprocess
     import tempfile
 
-    read_fd, write_fd = os.pipe()
-    spec["report_fd"] = write_fd
+    ours, theirs = _open_channels(token)
+    spec.update(theirs)
     try:
         with tempfile.TemporaryFile() as stderr_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), json.dumps(spec)],
-                cwd=host_dir,
-                env={"PATH": "/usr/bin:/bin"},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # unbounded output must not fill our memory
-                stderr=stderr_file,  # a file, bounded by the program's RLIMIT_FSIZE
-                pass_fds=(write_fd,),
-                start_new_session=True,  # own process group, and no controlling terminal to type into
-            )
-            os.close(write_fd)
-            write_fd = -1
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__), json.dumps(spec)],
+                    cwd=host_dir,
+                    env={"PATH": "/usr/bin:/bin"},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,  # unbounded output must not fill our memory
+                    stderr=stderr_file,  # a file, bounded by the program's RLIMIT_FSIZE
+                    pass_fds=tuple(theirs.values()),
+                    start_new_session=True,  # own process group, and no controlling terminal to type into
+                )
+            finally:
+                _close_all(theirs.values())  # the launcher holds them now: EOF once it and the program are gone
             try:
                 proc.wait(timeout=timeout_s + _LAUNCHER_GRACE_S)
             except subprocess.TimeoutExpired:
                 _kill_group(proc.pid)  # the launcher is not reaped yet, so its group id is still ours
                 proc.wait()
-            report = _read_report(read_fd)
+            report = _parse_report(_read_available(ours["report"]))
             if not report:
                 report = {"launcher_error": f"the sandbox launcher ended without a report (exit {proc.returncode})"}
-            return report, _tail(stderr_file)
+            proof = _read_available(ours["proof"]) if "proof" in ours else b""
+            return report, _tail(stderr_file), proof
     finally:
-        os.close(read_fd)
-        if write_fd >= 0:
-            os.close(write_fd)
+        _close_all(ours.values())  # the lifeline too: the launcher is gone
 
 
-def _read_report(read_fd: int) -> dict:
-    os.set_blocking(read_fd, False)  # every writer is gone; never wait on a stray copy
+def _open_channels(token: str | None) -> tuple[dict[str, int], dict[str, int]]:
+    """Pipes to the launcher: our ends by name, and its ends by spec key.
+
+    caller_fd is the launcher's lifeline: we never write to it, so it reads EOF exactly when
+    every holder of our end is gone — when this process dies, however it dies. (Not
+    PR_SET_PDEATHSIG: that fires when the forking thread, here a pool worker, exits, and it would
+    kill the launcher, which must live on to clean up.) With a token,
+    token_fd holds it (read once, by the program's harness) and proof_fd is where the harness
+    writes it back once the program's top level has returned.
+    """
+    ours, theirs = {}, {}
+    ours["report"], theirs["report_fd"] = os.pipe()
+    theirs["caller_fd"], ours["lifeline"] = os.pipe()
+    if token is not None:
+        theirs["token_fd"], token_write = os.pipe()
+        os.write(token_write, token.encode())  # 32 bytes: a pipe holds far more, so this never blocks
+        os.close(token_write)
+        ours["proof"], theirs["proof_fd"] = os.pipe()
+    return ours, theirs
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _read_available(read_fd: int) -> bytes:
+    """What is in the pipe now (at most its 64 KiB): every writer is gone, but never wait on a stray copy."""
+    os.set_blocking(read_fd, False)
     chunks = []
     try:
         while chunk := os.read(read_fd, 65536):
             chunks.append(chunk)
     except BlockingIOError:
         pass
+    return b"".join(chunks)
+
+
+def _parse_report(data: bytes) -> dict:
     report: dict = {}
-    for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
+    for line in data.decode("utf-8", "replace").splitlines():
         try:
             report.update(json.loads(line))
         except ValueError:
@@ -341,7 +398,8 @@ def _tail(stderr_file) -> str:
     return stderr_file.read().decode("utf-8", "replace")
 
 
-def _verdict(report: dict, stderr_tail: str, timeout_s: float, limits: Limits) -> tuple[str, str]:
+def _verdict(report: dict, stderr_tail: str, timeout_s: float, limits: Limits, finished: bool) -> tuple[str, str]:
+    """finished: the program proved that its top level returned, or no proof was asked for."""
     if "setup_error" in report:
         return "crashed", f"sandbox setup failed: {report['setup_error']}"
     if "launcher_error" in report:
@@ -351,10 +409,19 @@ def _verdict(report: dict, stderr_tail: str, timeout_s: float, limits: Limits) -
     # In namespaces the child is the namespace's init, which passes on the program's status.
     code = os.waitstatus_to_exitcode(report.get("program_status", report["child_status"]))
     if code == 0:
-        return "passed", "exit status 0"
+        return ("passed", "exit status 0") if finished else _unfinished_verdict(stderr_tail, limits)
     if code < 0:
         return _signal_verdict(-code, limits, timeout_s)
     return _error_verdict(code, stderr_tail, limits)
+
+
+def _unfinished_verdict(stderr_tail: str, limits: Limits) -> tuple[str, str]:
+    """Exit status 0 with no proof that the last statement returned: an early exit, or a failure an
+    exit hook (atexit, sys.excepthook) turned into status 0; its traceback, if any, says which."""
+    reason = "exit status 0 before its last statement returned"
+    if _last_line(stderr_tail):
+        reason += f" ({_error_verdict(0, stderr_tail, limits)[1]})"
+    return "failed", reason
 
 
 def _signal_verdict(signum: int, limits: Limits, timeout_s: float) -> tuple[str, str]:
@@ -509,7 +576,7 @@ def _make_memory_cgroup(name: str, limit_bytes: int) -> str | None:
 def _memory_cgroup_works() -> bool:
     import random
 
-    directory = _make_memory_cgroup(f"cos-bench-probe-{random.randrange(1 << 30)}", 64 << 20)
+    directory = _make_memory_cgroup(f"cos-bench-{_owner()}-probe{random.randrange(1 << 30)}", 64 << 20)
     if directory:
         os.rmdir(directory)
     return directory is not None
@@ -537,6 +604,76 @@ def _remove_cgroup(directory: str) -> int:
     return oom_kills
 
 
+def _kill_members(directory: str) -> None:
+    """SIGKILL every process in a cgroup, round after round, until it is empty (or we give up)."""
+    import time
+
+    for _ in range(50):
+        try:
+            with open(os.path.join(directory, "cgroup.procs"), encoding="utf-8") as f:
+                pids = [int(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            return
+        if not pids:
+            return
+        for pid in pids:
+            _kill_pid(pid)
+        time.sleep(0.02)
+
+
+def _kill_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _owner() -> str:
+    """'pid-starttime' of this process. It names our sandbox folders and cgroups: a later benchmark
+    removes them once their owner is dead, and a recycled pid has another start time."""
+    return f"{os.getpid()}-{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str | None:
+    """Clock ticks from boot to the process's start (field 22 of /proc/PID/stat), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]  # after the name, which may hold spaces and ')'
+    except (OSError, IndexError):
+        return None
+
+
+def _remove_stale_sandboxes() -> None:
+    """Remove the folders and memory cgroups (and what still runs in them) of dead benchmarks.
+
+    Normally the launcher removes them when its caller dies; this catches what a killed launcher
+    left. Only names with a dead owner go: another benchmark may be running here now.
+    """
+    import tempfile
+
+    temp_dir = tempfile.gettempdir()
+    for name in _stale_names(temp_dir, "cos-bench-sandbox-"):
+        try:
+            _remove_tree(os.path.join(temp_dir, name))
+        except OSError:  # another benchmark starting at the same time may be removing it too
+            pass
+    base = _memory_cgroup_base()
+    for name in _stale_names(base, "cos-bench-") if base else []:
+        _kill_members(os.path.join(base, name))
+        _remove_cgroup(os.path.join(base, name))
+
+
+def _stale_names(directory: str, prefix: str) -> list[str]:
+    import re
+
+    owned = re.compile(rf"{re.escape(prefix)}(\d+)-(\d+)-")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [name for name in names if (m := owned.match(name)) and _start_time(int(m[1])) != m[2]]
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -559,9 +696,11 @@ def _remove_tree(path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Launcher side: runs as `python -I -S sandbox.py SPEC` in the fresh working directory. It sets up
-# the namespaces, forks the program's process, enforces the timeout, and writes one JSON report
-# line to report_fd, which the program never holds (it is close-on-exec in the program).
+# Launcher side: runs as `python -I -S sandbox.py SPEC` in the fresh working directory. It unshares
+# the PID namespace (the init below it makes the others: the launcher itself stays in the host's
+# mounts, to clean up should its caller die), forks the program's process, enforces the timeout,
+# and writes one JSON report line to report_fd, which the program never holds (it is close-on-exec
+# in the program).
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWIPC = 0x08000000
@@ -590,61 +729,104 @@ _PRIVATE_MOUNTS = (
     ("/dev/pts", 1 << 20, "755"),
 )
 
+# With must_finish the interpreter runs this, not the program file: `python -I -B -c HARNESS
+# program.py TOKEN_FD PROOF_FD`. Exit status 0 proves nothing, since the program can end the
+# process with it whenever it likes (sys.exit(0), os._exit(0), an atexit or excepthook that calls
+# os._exit(0) after a failed assert, exec of /bin/true). So the caller also wants back a fresh
+# random token, which this harness writes to PROOF_FD only once the program's top level (for
+# HumanEval: solution, tests, and the closing check(...)) has returned without raising.
+#
+# The harness reads the token from TOKEN_FD and closes it before the first line of the program
+# runs; the caller wrote it there and closed the write end, so the pipe is then empty for good.
+# Hence the token is in nothing the program can read: not its file, argv, environment, /proc or
+# any open fd, nor in the launcher or init (other uid, or not dumpable), and guessing 128 bits is
+# hopeless. Writing junk to PROOF_FD (its number is public) proves nothing, and anything that ends
+# the process before the top level returns leaves no token behind.
+#
+# Not defended: the program runs in this very interpreter, so code that deliberately digs the
+# token out of the harness's own frame or objects (sys._getframe, gc, ctypes) and writes it
+# early can forge a pass. That is in-process tampering, like monkeypatching builtins or the
+# test's asserts; no harness that runs the tests in the program's process (the reference
+# openai/human-eval one included) can stop it; such code is plain to see in the stored completion.
+_FINISH_HARNESS = """\
+import builtins, os, sys, types
+def run(path, token_fd, proof_fd):
+    token = os.read(token_fd, 64)
+    os.close(token_fd)
+    with open(path, encoding="utf-8") as f:
+        code = compile(f.read(), path, "exec")
+    module = types.ModuleType("__main__")
+    module.__file__, module.__builtins__ = path, builtins
+    sys.modules["__main__"], sys.argv[:] = module, [path]
+    exec(code, module.__dict__)
+    os.write(proof_fd, token)
+run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+"""
+
 
 def _launcher_main(spec: dict) -> None:
     report_fd = spec["report_fd"]
-    if spec["cgroup"]:  # join it first: everything we start is then counted against its cap
-        with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the benchmark
     try:
-        program = _enter_namespaces(spec["mode"])
-        # Not dumpable (only now: the uid map above needs our /proc files to be ours): a program
+        _enter_pid_namespace(spec["mode"])
+        # Not dumpable (only now: writing the uid map needs our /proc files to be ours): a program
         # running as our own uid (no root) cannot ptrace us, or the init below, to forge a report.
         _libc("prctl", _PR_SET_DUMPABLE, 0, 0, 0, 0)
     except OSError as exc:
         _report(report_fd, {"setup_error": str(exc)})
         return
+    lifeline, our_end = os.pipe()  # see _die_with_parent
     child = os.fork()
     if child == 0:
+        os.close(our_end)
         try:
-            _become_program(spec, program, report_fd)
+            _become_program(spec, lifeline)
         except BaseException as exc:  # noqa: BLE001 - any failure before exec is a setup failure
             _report(report_fd, {"setup_error": f"{type(exc).__name__}: {exc}"})
         finally:
             os._exit(121)
-    timed_out, wait_status = _wait_for(child, spec["timeout_s"])
-    _report(report_fd, {"timed_out": timed_out, "child_status": wait_status})
+    _close_all([lifeline, *_program_fds(spec)])  # the program's pipes are its alone now
+    outcome = _wait_for(child, spec["timeout_s"], spec["caller_fd"])
+    wait_status = _end(child, kill=outcome != "exited")
+    if outcome == "caller died":
+        _clean_up_for_caller(spec)
+    else:
+        _report(report_fd, {"timed_out": outcome == "timed out", "child_status": wait_status})
 
 
-def _enter_namespaces(mode: str) -> bytes | None:
-    """Unshare namespaces (the PID one takes effect for our next child); return the program text."""
+def _enter_pid_namespace(mode: str) -> None:
+    """Unshare the PID namespace, which takes effect for our next child; as non-root, in a user namespace."""
     if mode == "plain":
-        return None
-    with open(_PROGRAM_FILE, "rb") as f:
-        program = f.read()  # read now: the host directory is hidden once /tmp is replaced
-    flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWPID
+        return
     if mode == "user-ns":
         uid, gid = os.getuid(), os.getgid()
-        _libc("unshare", _CLONE_NEWUSER | flags)
+        _libc("unshare", _CLONE_NEWUSER | _CLONE_NEWPID)
         # Map our own ids to themselves, so files keep their owner; setgroups must be denied first.
         for name, content in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as f:
                 f.write(content)
     else:
-        _libc("unshare", flags)
-    return program
+        _libc("unshare", _CLONE_NEWPID)
 
 
-def _become_program(spec: dict, program: bytes | None, report_fd: int) -> None:
+def _program_fds(spec: dict) -> list[int]:
+    return [spec[key] for key in ("token_fd", "proof_fd") if key in spec]
+
+
+def _become_program(spec: dict, lifeline: int) -> None:
     """In the forked child: finish isolating, drop privileges, exec the interpreter on the program."""
     os.setpgid(0, 0)  # its own group, so the launcher can kill everything that stays in it
-    if program is not None:  # in namespaces, where this process is PID 1
+    if spec["mode"] != "plain":  # this process is PID 1 of the new PID namespace: the program's init
+        _die_with_parent(lifeline)
+        _join_cgroup(spec["cgroup"])
+        program = _enter_namespaces()
         _isolate_filesystem(program, spec["expose"], spec["limits"]["tmpfs_bytes"], spec["uid"])
         program_pid = os.fork()
         if program_pid:
-            _serve_as_init(program_pid, report_fd)
+            _close_all(_program_fds(spec))
+            _serve_as_init(program_pid, spec["report_fd"])
+    else:
+        _join_cgroup(spec["cgroup"])
     _set_limits(spec["limits"], spec["uid"])
     if spec["uid"] is not None:
         uid = spec["uid"]
@@ -654,10 +836,56 @@ def _become_program(spec: dict, program: bytes | None, report_fd: int) -> None:
         if os.geteuid() == 0 or os.getegid() == 0:
             raise OSError("privileges were not dropped")
     _libc("prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid binary can give privileges back
-    _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # set after setuid, which clears it
-    os.set_inheritable(report_fd, False)
+    _die_with_parent(lifeline)  # only now: setuid clears the parent-death signal
+    os.set_inheritable(spec["report_fd"], False)
+    os.set_inheritable(spec["caller_fd"], False)
+    os.execve(spec["python"], _program_argv(spec), spec["env"])
+
+
+def _die_with_parent(lifeline: int) -> None:
+    """Be SIGKILLed when our parent dies; exit now if the launcher already has.
+
+    PR_SET_PDEATHSIG holds only from the moment it is set (and setuid clears it), so the parent
+    may have died just before. getppid() cannot tell here: to PID 1 of a new PID namespace its
+    parent, outside, reads as 0. The lifeline can: a pipe whose write end only the launcher
+    holds, readable (EOF) once it is gone. (The program's parent is the init when there is
+    one; should the init die first, the kernel kills its whole namespace anyway.)
+    """
+    _libc("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _readable([lifeline], 0):
+        os._exit(1)
+
+
+def _join_cgroup(cgroup: str | None) -> None:
+    if cgroup:  # before anything of the program starts, so all of it counts against the cap
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write("0")  # this process, whatever its pid in a new PID namespace
+
+
+def _enter_namespaces() -> bytes:
+    """In the init: new mount, network and IPC namespaces. Returns the program text."""
+    _libc("unshare", _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWIPC)
+    with open(_PROGRAM_FILE, "rb") as f:
+        return f.read()  # read now: the host directory is hidden once /tmp is replaced
+
+
+def _program_argv(spec: dict) -> list[str]:
     python = spec["python"]
-    os.execve(python, [python, "-I", "-B", spec["script"]], spec["env"])
+    if "token_fd" not in spec:
+        return [python, "-I", "-B", spec["script"]]
+    fds = [str(spec["token_fd"]), str(spec["proof_fd"])]
+    return [python, "-I", "-B", "-c", _FINISH_HARNESS, spec["script"], *fds]
+
+
+def _clean_up_for_caller(spec: dict) -> None:
+    """Our caller died: remove what it would have. The program is dead and reaped by now."""
+    try:
+        if spec["mode"] == "plain" and spec["uid"] is not None:
+            _kill_uid(spec["uid"])  # without a PID namespace its background processes live on
+    finally:
+        if spec["cgroup"]:
+            _remove_cgroup(spec["cgroup"])
+        _remove_tree(spec["host_dir"])
 
 
 def _serve_as_init(program_pid: int, report_fd: int) -> None:
@@ -799,35 +1027,52 @@ def _task_count(uid: int) -> int:
     return count
 
 
-def _wait_for(child: int, timeout_s: float) -> tuple[bool, int]:
-    """Wait for the child up to the timeout; kill its group; reap it. Returns (timed_out, wait status)."""
+def _wait_for(child: int, timeout_s: float, caller_fd: int) -> str:
+    """Wait until the child exits ("exited"), the timeout passes ("timed out") or the caller dies
+    ("caller died": its lifeline reads EOF)."""
     try:
         pidfd = os.pidfd_open(child)
     except OSError:  # kernels before 5.3: poll without reaping
-        timed_out = not _poll_exit(child, timeout_s)
-    else:
-        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+        return _poll_exit(child, timeout_s, caller_fd)
+    try:
+        ready = _readable([pidfd, caller_fd], timeout_s)
+    finally:
         os.close(pidfd)
-        timed_out = not ready
-    if timed_out:
+    if caller_fd in ready:
+        return "caller died"
+    return "exited" if ready else "timed out"
+
+
+def _poll_exit(child: int, timeout_s: float, caller_fd: int) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _readable([caller_fd], 0.01):
+            return "caller died"
+        if os.waitid(os.P_PID, child, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return "exited"
+    return "timed out"
+
+
+def _readable(fds: list[int], timeout_s: float) -> list[int]:
+    """The fds that are readable, or at EOF, within timeout_s. poll, not select: the caller's
+    pipes keep its fd numbers, which may be above select's limit of 1023."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(timeout_s * 1000)]
+
+
+def _end(child: int, kill: bool) -> int:
+    """Kill the child if asked and whatever stays in its group; reap it; return its wait status."""
+    if kill:
         os.kill(child, signal.SIGKILL)  # in a PID namespace this ends every process in it
     try:
         os.killpg(child, signal.SIGKILL)  # the child is not reaped yet, so its group id is not recycled
     except (ProcessLookupError, PermissionError):
         pass
-    _, wait_status = os.waitpid(child, 0)
-    return timed_out, wait_status
-
-
-def _poll_exit(child: int, timeout_s: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if os.waitid(os.P_PID, child, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-        time.sleep(0.01)
-    return False
+    return os.waitpid(child, 0)[1]
 
 
 def _report(report_fd: int, message: dict) -> None:

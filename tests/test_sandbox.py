@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -430,6 +431,250 @@ def test_plain_fallback_as_root_still_cleans_up(monkeypatch) -> None:
     write = f"open({str(REPO_ROOT / 'pwned.txt')!r}, 'w')"
     assert run_hostile(write).status == "failed"
     assert not (REPO_ROOT / "pwned.txt").exists()
+
+
+# ---------------------------------------------------------------------------------- must_finish
+
+# Looks for the proof token everywhere a program can read (its file, argv, environment, every
+# process's command line and environment in its view, every open fd), then writes every
+# candidate to every fd, the proof pipe among them, and exits 0.
+FORGER = """
+import glob, os, re, sys
+texts = []
+for path in [sys.argv[0], *glob.glob("/proc/*/cmdline"), *glob.glob("/proc/*/environ")]:
+    try:
+        with open(path, "rb") as f:
+            texts.append(f.read())
+    except OSError:
+        pass
+for fd in range(256):
+    try:
+        os.set_blocking(fd, False)
+        texts.append(os.read(fd, 4096))
+    except OSError:
+        pass
+candidates = {m for text in texts for m in re.findall(rb"[0-9a-f]{32}", text)}
+for fd in range(3, 256):
+    for candidate in candidates:
+        try:
+            os.write(fd, candidate)
+        except OSError:
+            pass
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("mode", ["probed", "plain"])
+def test_must_finish_needs_the_top_level_to_return(monkeypatch, mode: str) -> None:
+    if mode == "plain":
+        if os.geteuid() != 0:
+            pytest.skip("the uid-drop fallback exists only when running as root")
+        import cos_bench.sandbox as sandbox
+
+        monkeypatch.setattr(sandbox, "sandbox_isolation", lambda: Isolation(True, False, "forced for the test"))
+    programs = [
+        "print('ok')",
+        "import sys\nsys.exit(0)",
+        "import os\nos._exit(0)\n",
+        "import atexit, os\natexit.register(os._exit, 0)\nassert False",
+        FORGER,
+    ]
+    verdicts = run_programs(programs, timeout_s=5.0, allow=True, must_finish=True)
+    assert [v.status for v in verdicts] == ["passed"] + ["failed"] * 4, verdicts
+    assert verdicts[0].reason == "exit status 0"
+    assert verdicts[1].reason == "exit status 0 before its last statement returned"
+    assert verdicts[3].reason == "exit status 0 before its last statement returned (AssertionError at: assert False)"
+    # Without must_finish exit status 0 is all it takes, as before.
+    assert [v.status for v in run_programs(programs, timeout_s=5.0, allow=True)] == ["passed"] * 5
+
+
+# ---------------------------------------------------------------------------------- the caller's death
+
+CALLER = """
+import sys, tempfile
+import cos_bench.sandbox as sandbox
+tempfile.tempdir = sys.argv[2]
+if sys.argv[3] == "plain":  # as where namespaces are refused: the uid drop alone
+    sandbox.sandbox_isolation = lambda: sandbox.Isolation(True, False, "forced for the test")
+sandbox.run_programs([sys.argv[1]], timeout_s=60, allow=True)
+"""
+# It leaves a second process behind, out of its process group, before both sleep.
+SLEEPERS = "import os, time\nif os.fork() == 0:\n    os.setsid()\ntime.sleep(60)\n"
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks after boot: with its pid, it names one process for good."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def descendants(root: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every live process below root."""
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        children.setdefault(parent_of(int(pid)), []).append(int(pid))
+    found, stack = set(), [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if (started := start_time(child)) is not None:
+                found.add((child, started))
+                stack.append(child)
+    return found
+
+
+def memory_cgroup_of(pid: int) -> Path | None:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory" + path)
+    return None
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if uid_of(int(pid)) == uid and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text():
+                found.append(int(pid))
+        except (OSError, StopIteration):
+            continue
+    return found
+
+
+def sandbox_under_caller(mode: str, name: str) -> tuple[subprocess.Popen, dict]:
+    """Start a benchmark (the caller) running SLEEPERS tagged with name; return it once both sleep,
+    with what of its sandbox to look for: processes, uid, cgroup."""
+    program = tagged(SLEEPERS, name)
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, program, tempfile.gettempdir(), mode], cwd=REPO_ROOT)
+    deadline = time.monotonic() + 30
+    while len(processes_named(name)) < 2:
+        if caller.poll() is not None or time.monotonic() > deadline:
+            caller.kill()
+            pytest.fail("the program never started")
+        time.sleep(0.05)
+    program_pid = processes_named(name)[0]
+    cgroup = memory_cgroup_of(program_pid)
+    return caller, {
+        "below": descendants(caller.pid),
+        "uid": uid_of(program_pid),
+        "cgroup": cgroup if cgroup and "cos-bench" in cgroup.name else None,
+    }
+
+
+def leftovers(name: str, sandbox: dict, isolation: Isolation) -> dict:
+    cgroup = sandbox["cgroup"]
+    return {
+        "processes": sorted(pid for pid, started in sandbox["below"] if start_time(pid) == started),
+        "tagged": processes_named(name),
+        "uid": processes_of_uid(sandbox["uid"]) if isolation.drop_privileges else [],
+        "folders": sorted(p.name for p in Path(tempfile.gettempdir()).iterdir()),
+        "cgroup": [str(cgroup)] if cgroup and cgroup.exists() else [],
+    }
+
+
+def wait_until_gone(name: str, sandbox: dict, isolation: Isolation, seconds: float, ignore=()) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        left = {k: v for k, v in leftovers(name, sandbox, isolation).items() if k not in ignore}
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def start_another_benchmark() -> None:
+    """A fresh process runs a program in the sandbox, with our sandbox folders' directory as its TMPDIR."""
+    program = "from cos_bench.sandbox import run_programs; run_programs(['pass'], allow=True)"
+    env = {**os.environ, "TMPDIR": tempfile.gettempdir()}
+    subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO_ROOT, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("mode", ["probed", "plain"])
+def test_the_sandbox_dies_with_its_caller(strong: Isolation, mode: str) -> None:
+    """kill -9 the benchmark mid-program: within 2 s no process, folder or cgroup of its sandbox is left."""
+    if mode == "plain" and os.geteuid() != 0:
+        pytest.skip("the uid-drop fallback exists only when running as root")
+    isolation = strong if mode == "probed" else Isolation(True, False, "plain")
+    name = tag()
+    caller, sandbox = sandbox_under_caller(mode, name)
+    assert len(sandbox["below"]) >= 3 and os.listdir(tempfile.gettempdir())  # launcher and programs
+    caller.kill()
+    caller.wait()
+    left = wait_until_gone(name, sandbox, isolation, 2.0)
+    assert not any(left.values()), f"left behind 2 s after the caller died: {left}"
+
+
+def test_the_sandbox_dies_with_its_launcher(strong: Isolation) -> None:
+    """kill -9 the caller and its launcher (which would clean up): every process below still dies
+    within 2 s (parent-death signals), and the next benchmark to start removes the folder and cgroup."""
+    if not strong.namespaces:
+        pytest.skip("without a PID namespace the program's background processes outlive the launcher")
+    name = tag()
+    caller, sandbox = sandbox_under_caller("probed", name)
+    (launcher,) = [pid for pid, _ in sandbox["below"] if parent_of(pid) == caller.pid]
+    os.kill(caller.pid, signal.SIGSTOP)  # else it would clean up once its launcher died
+    os.kill(launcher, signal.SIGKILL)
+    caller.kill()
+    caller.wait()
+    left = wait_until_gone(name, sandbox, strong, 2.0, ignore=("folders", "cgroup"))
+    assert not any(left.values()), f"left running 2 s after the launcher died: {left}"
+    assert leftovers(name, sandbox, strong)["folders"], "the folder is there for the next start to remove"
+    start_another_benchmark()
+    left = leftovers(name, sandbox, strong)
+    assert not any(left.values()), f"left after the next start: {left}"
+
+
+def owner(pid: int, started: str | None = None) -> str:
+    return f"{pid}-{started or start_time(pid)}"
+
+
+def test_stale_sandboxes_are_removed_at_the_next_start(isolation: Isolation) -> None:
+    """What a killed benchmark left (its folders, its cgroups and their processes) goes at the next start;
+    what a live one holds stays, and a recycled pid does not make a dead owner live."""
+    sandboxes = Path(tempfile.gettempdir())
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone_owner = owner(gone.pid)
+    gone.kill()
+    gone.wait()
+    recycled = owner(os.getpid(), "1")  # our pid, another start time: an earlier process with our pid
+    live = owner(os.getpid())
+    folders = {who: sandboxes / f"cos-bench-sandbox-{who}-x{i}" for i, who in enumerate((gone_owner, recycled, live))}
+    for folder in folders.values():
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "program.py").write_text("pass")
+    base = memory_cgroup_of(os.getpid()) if isolation.memory_cgroup else None
+    cgroups = {who: base / f"cos-bench-{who}-{i}" for i, who in enumerate((gone_owner, live))} if base else {}
+    for cgroup in cgroups.values():
+        cgroup.mkdir()
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        if cgroups:  # a process a dead benchmark's sandbox left in its cgroup
+            (cgroups[gone_owner] / "cgroup.procs").write_text(str(leftover.pid))
+        start_another_benchmark()
+        assert [folder.exists() for folder in folders.values()] == [False, False, True]
+        assert [cgroup.exists() for cgroup in cgroups.values()] == [False, True][: len(cgroups)]
+        if cgroups:
+            assert leftover.wait(timeout=5) == -9
+    finally:
+        leftover.kill()
+        leftover.wait()
+        for path in [*cgroups.values()]:
+            if path.exists():
+                path.rmdir()
+        subprocess.run(["rm", "-rf", *map(str, folders.values())], check=True)
 
 
 # ---------------------------------------------------------------------------------- HumanEval solutions

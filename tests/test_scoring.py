@@ -188,3 +188,72 @@ def test_pass_at_k_by_problem() -> None:
     ids = ["p1", "p1", "p2", "p2"]
     assert pass_at_k_by_problem(ids, [ok, bad, bad, bad], k=1) == pytest.approx(0.25)
     assert pass_at_k_by_problem(ids, [ok, bad, bad, bad], k=2) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------------- HumanEval: cheats
+
+CLOSE_ROW = {  # HumanEval/0, trimmed: the brief's example of a wrong answer that exits early
+    "task_id": "Toy/2",
+    "prompt": "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+    '    """Whether any two numbers are closer to each other than threshold."""\n',
+    "canonical_solution": "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[:i])\n",
+    "test": "def check(candidate):\n    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True\n"
+    "    assert candidate([1.0, 2.0, 5.9, 4.0, 5.0], 0.8) == False\n",
+    "entry_point": "has_close_elements",
+}
+WRONG = "def has_close_elements(numbers, threshold):\n    return False\n"
+# Each one is wrong (its answer fails check), yet the program exits with status 0: it ends
+# before or instead of reporting the failure, or its answer compares equal to anything.
+CHEATS = {
+    "exit(0)": WRONG + "\nexit(0)\n",
+    "sys.exit(0)": WRONG + "\nimport sys\nsys.exit(0)\n",
+    "os._exit(0)": WRONG + "\nimport os\nos._exit(0)\n",
+    "raise SystemExit(0)": WRONG + "\nraise SystemExit(0)\n",
+    "exit inside the call": "def has_close_elements(numbers, threshold):\n    import os\n    os._exit(0)\n",
+    "exec /bin/true": WRONG + "\nimport os\nos.execv('/bin/true', ['true'])\n",
+    "atexit + os._exit": "import atexit, os\natexit.register(lambda: os._exit(0))\n\n" + WRONG,
+    "excepthook + os._exit": "import os, sys\nsys.excepthook = lambda *exc: os._exit(0)\n\n" + WRONG,
+    "always equal": "class Anything:\n    def __eq__(self, other):\n        return True\n\n"
+    "def has_close_elements(numbers, threshold):\n    return Anything()\n",
+    "always equal, an int": "class Anything(int):\n    def __eq__(self, other):\n        return True\n\n"
+    "def has_close_elements(numbers, threshold):\n    return Anything(0)\n",
+}
+
+
+def reference_program(row: dict, completion: str) -> str:
+    """The program as openai/human-eval builds it: solution, tests, check; no proof that check finished."""
+    preamble = row["prompt"][: row["prompt"].index("def " + row["entry_point"])]
+    return f"{preamble}{completion}\n\n{row['test']}\n\ncheck({row['entry_point']})\n"
+
+
+@pytest.fixture(scope="module")
+def cheat_scores():
+    from cos_bench.tasks.humaneval import HumanEval
+
+    task = HumanEval(timeout_s=5.0)
+    example = Example("humaneval", CLOSE_ROW["task_id"], CLOSE_ROW)
+    completions = [CLOSE_ROW["canonical_solution"], "    return False\n", *CHEATS.values()]
+    return task.score_many([example] * len(completions), completions, allow_code_eval=True)
+
+
+def test_humaneval_cheats_work_against_exit_status_alone() -> None:
+    """The control: run as the reference harness runs them, every cheat exits 0."""
+    from cos_bench.sandbox import run_programs
+
+    verdicts = run_programs([reference_program(CLOSE_ROW, c) for c in CHEATS.values()], timeout_s=5.0, allow=True)
+    assert [v.status for v in verdicts] == ["passed"] * len(CHEATS), verdicts
+
+
+def test_humaneval_right_answer_passes_and_wrong_one_fails(cheat_scores) -> None:
+    right, wrong = cheat_scores[:2]
+    assert (right.verdict, right.correct) == ("passed", True), right.detail
+    assert (wrong.verdict, wrong.correct) == ("failed", False), wrong.detail
+    assert "assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True" in wrong.detail
+
+
+@pytest.mark.parametrize("index, cheat", list(enumerate(CHEATS)))
+def test_humaneval_cheat_fails(cheat_scores, index: int, cheat: str) -> None:
+    score = cheat_scores[2 + index]
+    assert (score.verdict, score.correct) == ("failed", False), f"{cheat}: {score.detail}"
+    expected = "a class it defined itself" if cheat.startswith("always equal") else "before its last statement returned"
+    assert expected in score.detail, score.detail

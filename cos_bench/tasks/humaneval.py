@@ -8,8 +8,13 @@ and helper functions — plus the block) or hold just the body (then prompt + bo
 
 The program (solution + the dataset's tests + `check(entry_point)`) runs in the
 sandbox, only when the user allowed code execution; otherwise every score is
-"not evaluated". pass@1 is the mean of `correct`; `pass_at_k_by_problem` gives the
-unbiased pass@k when a problem has several samples.
+"not evaluated". It passes only if `check` returned: exiting with status 0 is not
+enough (the sandbox's `must_finish`), so `sys.exit(0)` and the like before or
+instead of the tests fail. As in the reference harness, `check` calls the
+solution in the program's own process; unlike it, `check` gets the solution
+through `_RESULT_GUARD`, which refuses results of classes the program defined
+(an object whose `__eq__` always says True). pass@1 is the mean of `correct`;
+`pass_at_k_by_problem` gives the unbiased pass@k when a problem has several samples.
 """
 
 from __future__ import annotations
@@ -43,6 +48,32 @@ _CLOSING_FENCE = "\n```"
 _FENCED = re.compile(
     r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE
 )
+# Defined after the tests, so the solution cannot define it first. A result the solution built
+# from its own classes could compare equal to anything (`__eq__` returning True, `__sub__`
+# returning 0): the dataset's answers are plain built-in values, so such a result is refused,
+# and so is one inside a list, tuple, set or dict. A class counts as the program's when its
+# `__module__` is "__main__"; a completion that renames its module or class is tampering with
+# the program itself, which no harness running the tests in-process can stop.
+_RESULT_GUARD = """
+def _cos_bench_guard(candidate):
+    def guarded(*args, **kwargs):
+        result = candidate(*args, **kwargs)
+        pending, seen = [result], set()
+        while pending:
+            value = pending.pop()
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            if any(cls.__module__ == "__main__" for cls in type(value).__mro__):
+                raise TypeError(f"the solution returned a {type(value).__name__!r} object, of a class it "
+                                "defined itself: its comparisons cannot be trusted")
+            if isinstance(value, dict):  # keys and values, not items: fresh tuples would recycle ids
+                pending.extend([*value.keys(), *value.values()])
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                pending.extend(value)
+        return result
+    return guarded
+"""
 _TOP_LEVEL_CODE = re.compile(r"^(?:from\s+\S+\s+import|import\s|def\s|class\s|@)", re.MULTILINE)
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==", re.MULTILINE)
 
@@ -67,7 +98,7 @@ def extract_code(generated_text: str, entry_point: str, stop_strings: Sequence[s
 
 
 def build_program(row: Mapping[str, Any], completion: str) -> str:
-    """Solution + tests + the call that runs them, as one Python program."""
+    """Solution + tests + the call that runs them (through the result guard), as one Python program."""
     prompt, entry_point = row["prompt"], row["entry_point"]
     if _defines(completion, entry_point):
         stub = _defines(prompt, entry_point)
@@ -75,7 +106,7 @@ def build_program(row: Mapping[str, Any], completion: str) -> str:
         solution = preamble + completion
     else:
         solution = prompt + _as_body(completion)
-    return f"{solution}\n\n{row['test']}\n\ncheck({entry_point})\n"
+    return f"{solution}\n\n{row['test']}\n{_RESULT_GUARD}\ncheck(_cos_bench_guard({entry_point}))\n"
 
 
 def _as_body(completion: str) -> str:
@@ -136,7 +167,7 @@ class HumanEval(Task):
             detail = f"running model-written code is off: pass --allow-code-eval or set {CODE_EVAL_ENV}=1"
             return [Score(None, completion, "not evaluated", detail) for completion in completions]
         programs = [build_program(example.row, completion) for example, completion in zip(examples, completions)]
-        verdicts = run_programs(programs, timeout_s=self.timeout_s, allow=True)
+        verdicts = run_programs(programs, timeout_s=self.timeout_s, allow=True, must_finish=True)
         return [
             Score(
                 verdict.status == "passed",
