@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cos_bench.config import DEFAULT_CONFIG_PATH, ExperimentConfig, apply_overrides, load_config
 from cos_bench.errors import CosBenchError
@@ -31,7 +34,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CosBenchError as exc:
-            console.print(f"[red]error:[/] {exc}", highlight=False, markup=True)
+            # The message quotes user input ('--set limit=['): escaped, so rich markup cannot eat it;
+            # soft_wrap so a long message stays the one line the contract promises.
+            console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted: every finished record is saved; rerun the same command to resume")
@@ -51,16 +56,27 @@ def parse_number(text: str, what: str) -> float:
         raise CosBenchError(f"{what}: {text!r} is not a number; write e.g. 0.5") from None
 
 
+def parse_whole_number(text: str, what: str, example: str) -> int:
+    """An integer as written: "2.7", "nan", "inf" and "1e3" are refused, never truncated."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise CosBenchError(f"{what}: {text.strip()!r} is not a whole number; write e.g. {example}") from None
+
+
 def parse_gamma(values: Optional[list[str]], grid: bool = False) -> Optional[dict[str, Any]]:
-    """`--gamma small=5` (run) or `--gamma small=1,3,5` (sweep) -> {name: value(s)}."""
+    """`--gamma small=5` (run) or `--gamma-grid small=1,3,5` (sweep) -> {name: value(s)}."""
     if not values:
         return None
+    option, example = ("--gamma-grid", "--gamma-grid small=1,3,5") if grid else ("--gamma", "--gamma small=5")
     gammas: dict[str, Any] = {}
     for item in values:
         name, sep, raw = item.partition("=")
-        if not sep or not raw:
-            raise CosBenchError(f"--gamma {item!r}: write MODEL=N (e.g. --gamma small=5)")
-        numbers = [int(parse_number(x, f"--gamma {name}")) for x in raw.split(",")]
+        if not sep or not raw.strip():
+            raise CosBenchError(f"{option} {item!r}: write MODEL=N (e.g. {example})")
+        numbers = [parse_whole_number(x, f"{option} {name.strip()}", example) for x in raw.split(",")]
+        if not grid and len(numbers) > 1:
+            raise CosBenchError(f"{option} {item!r}: one draft length per model; grids belong to `sweep --gamma-grid`")
         gammas[name.strip()] = numbers if grid else numbers[0]
     return gammas
 
@@ -79,6 +95,24 @@ def parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
         except yaml.YAMLError:
             raise CosBenchError(f"--set {item!r}: the value is not valid YAML; quote it, e.g. --set 'subjects=[anatomy]'") from None
     return values
+
+
+def check_out_dir(out: Path) -> Path:
+    """Refuse a results folder that cannot be written before any model loads; creates nothing."""
+    if out.exists() and not out.is_dir():
+        raise CosBenchError(f"--out {out} is a file, not a folder; pass --out with a folder path (it is created if missing)")
+    if out.is_symlink() and not out.exists():
+        raise CosBenchError(f"--out {out} is a link to {os.readlink(out)}, which does not exist; create that folder or pass another --out")
+    existing = next(parent for parent in (out, *out.parents) if parent.exists() or parent == parent.parent)
+    if not existing.is_dir():
+        raise CosBenchError(f"--out {out}: {existing} is a file, so no folder can be made under it; pass --out with another path")
+    try:  # a real attempt: permission bits do not tell root (or a read-only mount) the truth
+        os.rmdir(tempfile.mkdtemp(prefix=".cos-bench-write-check-", dir=existing))
+    except OSError as exc:
+        raise CosBenchError(
+            f"--out {out}: cannot create a folder in {existing} ({exc.strerror or exc}); pass --out with a folder you can write to"
+        ) from None
+    return out
 
 
 def resolve_config(config: Optional[Path], overrides: dict[str, Any], sets: Optional[list[str]] = None) -> ExperimentConfig:
@@ -126,7 +160,7 @@ def common_overrides(
     }
 
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment YAML (default: configs/default.yaml).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment YAML (default: the shipped configs/default.yaml).")
 OutOpt = typer.Option(None, "--out", "-o", help="Results folder (default: results/<config name>). Rerunning resumes it.")
 LimitOpt = typer.Option(None, "--limit", help="Examples per task.")
 TasksOpt = typer.Option(None, "--tasks", help="Comma list: humaneval,gsm8k,mmlu.")
@@ -175,7 +209,7 @@ def run(
 
     overrides = common_overrides(limit, tasks, methods, temperature, max_new_tokens, repeats, seed, gamma, proposer, device, dtype, data_dir, allow_code_eval, warmup, engine)
     cfg = resolve_config(config, overrides, sets)
-    run_experiment(cfg, out or Path("results") / cfg.name, console)
+    run_experiment(cfg, check_out_dir(out or Path("results") / cfg.name), console)
 
 
 @app.command()
@@ -217,7 +251,7 @@ def sweep(
     cfg = resolve_config(config, overrides, sets)
     if grid:
         cfg = apply_overrides(cfg, {"sweep": grid})
-    run_sweep(cfg, out or Path("results") / f"sweep-{cfg.name}", console)
+    run_sweep(cfg, check_out_dir(out or Path("results") / f"sweep-{cfg.name}"), console)
 
 
 @app.command()
@@ -229,8 +263,8 @@ def report(
     """Turn stored results into CSV and Markdown tables and PNG plots."""
     from cos_bench.bench import report_folders
 
-    paths = report_folders(folders, out, console)
-    console.print(f"wrote {paths.summary_md}, {paths.summary_csv} and plots in {out}")
+    paths = report_folders(folders, check_out_dir(out), console)
+    console.print(f"wrote {paths.summary_md}, {paths.summary_csv} and plots in {out}", markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -25,7 +25,8 @@ import yaml
 
 from cos_bench.errors import CosBenchError
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Package data, so an installed cos-bench has its configs; the repository's `configs/` links here.
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 
 PAPER_SETTINGS = (
@@ -357,12 +358,27 @@ def _parse_choices(origin: str, key: str, value: Any, choices: Sequence[str]) ->
     return out
 
 
-def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str) -> tuple[FrozenMap, frozenset[str]]:
+def _gamma(origin: str, key: str, value: Any, max_new_tokens: int) -> int:
+    """A draft length: an integer ≥ 1 and at most the token budget (the default γ is always allowed)."""
+    gamma = _int(origin, key, value, minimum=1)
+    limit = max(max_new_tokens, DEFAULT_PROPOSER_GAMMA)
+    if gamma > limit:
+        raise _fail(
+            origin, key,
+            f"must be ≤ {limit} (got {gamma}): a draft never runs past the token budget "
+            f"(max_new_tokens = {max_new_tokens}); lower it, or raise max_new_tokens",
+        )
+    return gamma
+
+
+def _parse_gamma(
+    origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int
+) -> tuple[FrozenMap, frozenset[str]]:
     given = _mapping(origin, "gamma", value if value is not None else {})
     explicit = {}
     for name, g in given.items():
         _model_name(origin, f"gamma.{name}", name, names)
-        explicit[name] = _int(origin, f"gamma.{name}", g, minimum=1)
+        explicit[name] = _gamma(origin, f"gamma.{name}", g, max_new_tokens)
     resolved = {
         name: explicit.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA)
         for name in names
@@ -422,7 +438,7 @@ def _parse_bool(origin: str, key: str, value: Any) -> bool:
 
 
 def _parse_sweep(
-    origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]
+    origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination], max_new_tokens: int
 ) -> SweepSpec | None:
     if value is None:
         return None
@@ -442,7 +458,7 @@ def _parse_sweep(
     for name, values in _mapping(origin, "sweep.gamma", data.get("gamma") or {}).items():
         _model_name(origin, f"sweep.gamma.{name}", name, names)
         items = _list(origin, f"sweep.gamma.{name}", values)
-        gammas[name] = tuple(_int(origin, f"sweep.gamma.{name}[{i}]", g, minimum=1) for i, g in enumerate(items))
+        gammas[name] = tuple(_gamma(origin, f"sweep.gamma.{name}[{i}]", g, max_new_tokens) for i, g in enumerate(items))
     if lambdas and (len(names) != 2 or not any(c.rule == "we" for c in combinations)):
         raise _fail(
             origin, "sweep.lambda",
@@ -473,7 +489,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
     _check_keys(origin, "", data, TOP_LEVEL_KEYS)
     for key in REQUIRED_KEYS:
         if data.get(key) is None:
-            raise _fail(origin, key, "required; see configs/default.yaml for an example")
+            raise _fail(origin, key, f"required; see {DEFAULT_CONFIG_PATH} for an example")
     name = _str(origin, "name", data["name"])
     if not EXPERIMENT_NAME_PATTERN.fullmatch(name):
         raise _fail(origin, "name", f"{name!r} must be letters, digits, '.', '_' or '-' (it names result folders)")
@@ -481,7 +497,8 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
     names = tuple(m.name for m in models)
     combinations = _parse_combinations(origin, data["combinations"], names)
     proposer = names[0] if data.get("proposer") is None else _model_name(origin, "proposer", data["proposer"], names)
-    gamma, explicit_gamma = _parse_gamma(origin, data.get("gamma"), names, proposer)
+    max_new_tokens = _int(origin, "max_new_tokens", data.get("max_new_tokens", 128), minimum=1)  # bounds γ
+    gamma, explicit_gamma = _parse_gamma(origin, data.get("gamma"), names, proposer, max_new_tokens)
     paper_setting = data.get("paper_setting")
     if paper_setting is not None:
         paper_setting = _choice(origin, "paper_setting", paper_setting, PAPER_SETTINGS)
@@ -500,7 +517,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         offset=_int(origin, "offset", data.get("offset", 0), minimum=0),
         seed=_int(origin, "seed", data.get("seed", 0), minimum=0),
         subjects=_parse_subjects(origin, data.get("subjects")),
-        max_new_tokens=_int(origin, "max_new_tokens", data.get("max_new_tokens", 128), minimum=1),
+        max_new_tokens=max_new_tokens,
         repeats=_int(origin, "repeats", data.get("repeats", 1), minimum=1),
         warmup=_int(origin, "warmup", data.get("warmup", 1), minimum=0),
         dtype=_choice(origin, "dtype", data.get("dtype", "auto"), DTYPES),
@@ -509,7 +526,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         chat=_parse_chat(origin, data.get("chat", "auto")),
         data_dir=_parse_data_dir(origin, data.get("data_dir")),
         allow_code_eval=_parse_bool(origin, "allow_code_eval", data.get("allow_code_eval", False)),
-        sweep=_parse_sweep(origin, data.get("sweep"), names, combinations),
+        sweep=_parse_sweep(origin, data.get("sweep"), names, combinations, max_new_tokens),
         explicit_gamma=explicit_gamma,
     )
 
@@ -525,11 +542,20 @@ def load_config(path: str | Path) -> ExperimentConfig:
             f"(shipped in {CONFIGS_DIR}: {shipped})"
         )
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 — SafeLoader subclass
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CosBenchError(
+            f"{origin}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise CosBenchError(f"{origin}: cannot read it ({exc.strerror or exc}); check its permissions") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 — SafeLoader subclass
     except yaml.YAMLError as exc:
         raise CosBenchError(f"{origin}: not valid YAML ({_yaml_problem(exc)}); fix the syntax there") from exc
     if data is None:
-        raise CosBenchError(f"{origin}: the file is empty; see configs/default.yaml for an example")
+        raise CosBenchError(f"{origin}: the file is empty; see {DEFAULT_CONFIG_PATH} for an example")
     return parse_config(data, origin)
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,11 +248,13 @@ def load_model(
             "sha256-verified, dequantised to bf16",
         )  # fmt: skip
     elif parsed.kind == "local":
-        model, tokenizer = _from_pretrained(parsed.location, torch_dtype, placement)
+        with _user_files(name, parsed, "its config.json, weights and tokenizer files (re-save it with save_pretrained)"):
+            model, tokenizer = _from_pretrained(parsed.location, torch_dtype, placement)
         source = _local_source(parsed)
     elif parsed.kind == "gguf":
         path = Path(parsed.location)
-        model, tokenizer = _from_pretrained(str(path.parent), torch_dtype, placement, gguf_file=path.name)
+        with _user_files(name, parsed, "the file (download or convert it again)"):
+            model, tokenizer = _from_pretrained(str(path.parent), torch_dtype, placement, gguf_file=path.name)
         source = ModelSource(spec, "gguf", str(path), None, _file_sha256(path), "local GGUF, dequantised at load")
 
     model.eval()
@@ -262,6 +265,27 @@ def load_model(
 
 class _HubUnreachable(Exception):
     pass
+
+
+@contextmanager
+def _user_files(name: str | None, parsed: ParsedSpec, what_to_fix: str) -> Iterator[None]:
+    """A local folder or file transformers cannot load is bad input: one line naming it and the fix.
+
+    transformers says so with OSError (unreadable or invalid config.json, missing weights),
+    ValueError (unknown model_type), TypeError (config.json not a mapping), huggingface_hub's
+    validation errors (a field of the wrong type) or RuntimeError (weights of the wrong shape).
+    Running out of memory is not the folder's fault and passes through.
+    """
+    try:
+        yield
+    except (CosBenchError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        who = f"model {name!r}" if name else "the model"
+        raise CosBenchError(
+            f"cannot load {who} from {parsed.location} ({type(exc).__name__}: {detail}); fix {what_to_fix}"
+        ) from None
 
 
 def _load_hub(parsed: ParsedSpec, dtype: torch.dtype, placement: dict) -> tuple[Any, Any, ModelSource]:

@@ -99,9 +99,22 @@ def theoretical_speedup(
     return apf_speedup_measured_pass(alpha, c, gamma_q, gamma_p, pass_cost)
 
 
+# Past 2^64 drafted tokens α^γ is 0.0 for every float α < 1 (the largest is 1 − 2^-53), so a
+# longer γ changes nothing, and capping it keeps γ·ln α a float for any integer γ.
+_GAMMA_SATURATION = 2**64
+
+
 def _expected_run_length(alpha: float, gamma: int) -> float:
-    """(1 − α^γ)/(1 − α) written as Σ_{i<γ} α^i: equal for α < 1, and the correct limit γ at α = 1."""
-    return math.fsum(alpha**i for i in range(gamma))
+    """E = Σ_{i<γ} α^i = (1 − α^γ)/(1 − α), in closed form (O(1) in γ); the limit γ at α = 1.
+
+    1 − α^γ is computed as −expm1(γ·ln α), which keeps its digits when α is near 1 (where
+    1 − α^γ would cancel); 1 − α is exact there.
+    """
+    if alpha == 1:
+        return float(gamma)
+    if alpha == 0:
+        return 1.0  # only the first draft counts: 0^0 = 1 (and ln 0 is undefined)
+    return -math.expm1(min(gamma, _GAMMA_SATURATION) * math.log(alpha)) / (1 - alpha)
 
 
 def _check_inputs(alpha: float, c: float, **gammas: int) -> None:

@@ -149,6 +149,11 @@ REJECTIONS = {
     "unknown rule": (base(combinations=[{"rule": "product"}]), "combinations[0].rule"),
     "duplicate labels": (base(combinations=[{"rule": "we"}, {"rule": "we", "weights": [0.5, 0.5]}]), "combinations[1].label"),
     "gamma zero": (base(gamma={"small": 0}), "gamma.small"),
+    "gamma a float": (base(gamma={"small": 2.7}), "gamma.small"),
+    "gamma a string": (base(gamma={"small": "3"}), "gamma.small"),
+    "gamma a bool": (base(gamma={"small": True}), "gamma.small"),
+    "gamma past the token budget": (base(gamma={"small": 10**20}), "gamma.small: must be ≤ 128"),
+    "sweep gamma past the token budget": (base(max_new_tokens=16, sweep={"gamma": {"small": [1, 17]}}), "sweep.gamma.small[1]"),
     "gamma unknown model": (base(gamma={"huge": 3}), "gamma.huge"),
     "proposer unknown model": (base(proposer="huge"), "proposer"),
     "negative temperature": (base(temperature=-0.5), "temperature"),
@@ -202,6 +207,42 @@ def test_unreadable_files(tmp_path, text, match):
     with pytest.raises(CosBenchError, match=match) as err:
         load_config(path)
     assert str(path) in str(err.value)
+
+
+def test_gamma_is_bounded_by_the_token_budget():
+    assert parse_config(base(max_new_tokens=16, gamma={"small": 16}), "x").gamma["small"] == 16
+    with pytest.raises(CosBenchError, match=r"gamma.small: must be ≤ 16 \(got 17\): a draft never runs past the token budget"):
+        parse_config(base(max_new_tokens=16, gamma={"small": 17}), "x")
+    # The default γ = 5 stays valid under a tiny budget (a quick smoke run), anything longer does not.
+    assert parse_config(base(max_new_tokens=2, gamma={"small": 5}), "x").gamma["small"] == 5
+    with pytest.raises(CosBenchError, match=r"must be ≤ 5 \(got 6\).*max_new_tokens = 2"):
+        apply_overrides(parse_config(base(gamma={"small": 6}), "x"), {"max_new_tokens": 2})
+
+
+def test_config_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(CosBenchError, match=r"not UTF-8 text \(byte 0xe9 at offset 9\); save the file as UTF-8") as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_configs_ship_inside_the_package():
+    # A non-editable install has no repository around it: the default config must be package data.
+    import cos_bench
+
+    assert CONFIGS_DIR == Path(cos_bench.__file__).resolve().parent / "configs"
+    assert DEFAULT_CONFIG_PATH.is_file() and len(SHIPPED) >= len(PAPER_SETTINGS)
+    # The README's `-c configs/<name>.yaml` from the repository root still finds the same files.
+    repo_configs = Path(__file__).parents[1] / "configs"
+    assert (repo_configs / "default.yaml").resolve() == DEFAULT_CONFIG_PATH
+
+
+def test_pyproject_ships_every_config_as_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["cos_bench"]
+    assert all(any(p.relative_to(CONFIGS_DIR.parent).match(pattern) for pattern in patterns) for p in SHIPPED)
 
 
 def test_missing_file_says_to_pass_config(tmp_path):

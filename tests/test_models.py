@@ -224,6 +224,45 @@ def test_load_local_dir_with_name_and_dtype(tiny_dir):
     assert loaded.dtype == torch.bfloat16 == next(loaded.model.parameters()).dtype
 
 
+BROKEN_CONFIGS = {
+    "invalid JSON": lambda good: '{"model_type": "qwen2",',
+    "empty file": lambda good: "",
+    "not a mapping": lambda good: "[1, 2]",
+    "no model_type": lambda good: "{}",
+    "unknown model_type": lambda good: json.dumps({**good, "model_type": "no-such-architecture"}),
+    "field of the wrong type": lambda good: json.dumps({**good, "hidden_size": "wide"}),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_CONFIGS.values(), ids=BROKEN_CONFIGS.keys())
+def test_broken_config_json_is_one_line_naming_the_folder(tmp_path, tiny_dir, broken):
+    import shutil
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "broken")
+    (folder / "config.json").write_text(broken(json.loads((tiny_dir / "config.json").read_text())))
+    with pytest.raises(CosBenchError) as err:
+        load_model(str(folder), name="small", device="cpu")
+    message = str(err.value)
+    assert message.startswith(f"cannot load model 'small' from {folder} (") and "fix its config.json" in message
+    assert "\n" not in message
+
+
+def test_missing_weights_is_one_line(tmp_path, tiny_dir):
+    import shutil
+
+    folder = shutil.copytree(tiny_dir, tmp_path / "no-weights")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CosBenchError, match=r"cannot load the model from .*no-weights \(OSError: .*model.safetensors"):
+        load_model(str(folder), device="cpu")
+
+
+def test_corrupt_gguf_is_one_line(tmp_path):
+    path = tmp_path / "corrupt.gguf"
+    path.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(CosBenchError, match=r"cannot load the model from .*corrupt.gguf .*download or convert it again"):
+        load_model(str(path), device="cpu")
+
+
 def test_load_gguf_file_matches_the_weights_written(tiny_gguf):
     path, reference = tiny_gguf
     loaded = load_model(str(path), device="cpu")

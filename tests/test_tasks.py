@@ -148,6 +148,20 @@ def test_corrupt_gzip_is_one_clear_error(tmp_path: Path) -> None:
         get_task("humaneval").load(resolve_data_source(tmp_path), limit=1)
 
 
+@pytest.mark.parametrize("name, content", [
+    ("gsm8k_test.jsonl", b""),
+    ("gsm8k_test.jsonl", b"\n \n"),
+    ("gsm8k_test.jsonl.gz", gzip.compress(b"", mtime=0)),
+], ids=["no bytes", "blank lines", "gzip of nothing"])  # fmt: skip
+def test_empty_file_says_it_is_empty(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(CosBenchError) as info:
+        get_task("gsm8k").load(resolve_data_source(tmp_path), limit=1)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / name} is empty: replace it with the rows of openai/gsm8k (split test)")
+    assert "StopIteration" not in message and "\n" not in message
+
+
 def test_missing_file_names_file_and_fix(tmp_path: Path) -> None:
     with pytest.raises(CosBenchError, match=r"no gsm8k_test.jsonl.gz \(or .jsonl\) in .*: add it"):
         get_task("gsm8k").load(resolve_data_source(tmp_path), limit=1)

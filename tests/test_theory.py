@@ -1,6 +1,7 @@
 """The paper's speedup formulas: hand-computed values, limits and Cor 3.7; and the same with a measured pass cost."""
 
 import math
+import threading
 
 import pytest
 
@@ -12,6 +13,7 @@ from cos_bench.theory import (
     naive_cos_speedup_measured_pass,
     theoretical_speedup,
 )
+from cos_bench.theory import _expected_run_length
 
 ALPHAS = [i / 20 for i in range(21)]  # 0, 0.05, ..., 1 — both ends included
 CS = [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]
@@ -48,6 +50,30 @@ def test_alpha_one_is_the_limit():
     assert apf_speedup(1.0, 0.2, 5, 1) == pytest.approx(6 / 1.8)
     # and it is continuous: α just below 1 gives nearly the same value
     assert naive_cos_speedup(1 - 1e-9, 0.2, 5) == pytest.approx(3.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-300, 0.05, 0.5, 0.9, 0.999, 1 - 1e-9, 1 - 2**-40, 1 - 2**-52, 1.0])
+@pytest.mark.parametrize("gamma", [1, 2, 3, 5, 17, 100, 1000])
+def test_expected_run_length_is_the_sum_in_closed_form(alpha, gamma):
+    assert _expected_run_length(alpha, gamma) == pytest.approx(math.fsum(alpha**i for i in range(gamma)), rel=1e-13)
+
+
+def finishes_within(seconds: float, call):
+    result = []
+    worker = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert result, f"still running after {seconds} s"
+    return result[0]
+
+
+def test_a_huge_gamma_returns_at_once():
+    # The expectation saturates at 1/(1 − α); summing 10^20 terms would never finish.
+    assert finishes_within(5, lambda: _expected_run_length(0.5, 10**20)) == 2.0
+    assert finishes_within(5, lambda: _expected_run_length(1 - 2**-40, 10**20)) == pytest.approx(2**40, rel=1e-12)
+    assert finishes_within(5, lambda: _expected_run_length(1.0, 10**20)) == 1e20
+    assert finishes_within(5, lambda: _expected_run_length(0.5, 10**400)) == 2.0  # past any float
+    assert finishes_within(5, lambda: naive_cos_speedup(0.5, 0.2, 10**20)) == pytest.approx(2 * 1.2 / (1 + 0.2e20))
 
 
 def test_alpha_zero():

@@ -8,6 +8,7 @@ environment variable; with neither, rows come from the Hub.
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def load_rows(source: DataSource, split: Split) -> list[dict[str, Any]]:
         where = f"{split.hub_id} ({split.hub_split}) on the Hugging Face Hub"
     else:
         path = _local_file(source.data_dir, split)
-        dataset = _load_local(path)
+        dataset = _load_local(path, split)
         where = str(path)
     missing = [field for field in split.fields if field not in dataset.column_names]
     if missing:
@@ -102,9 +103,14 @@ def _local_file(data_dir: Path, split: Split) -> Path:
     )
 
 
-def _load_local(path: Path):
+def _load_local(path: Path, split: Split):
     import datasets
 
+    if _is_blank(path):  # `datasets` would only say "StopIteration" or "corresponds to no data"
+        raise CosBenchError(
+            f"{path} is empty: replace it with the rows of {split.hub_id} (split {split.hub_split}), "
+            "one JSON object a line"
+        )
     try:
         dataset = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as exc:  # datasets wraps parse errors in several types; all mean a bad file
@@ -115,6 +121,18 @@ def _load_local(path: Path):
     if len(dataset) == 0:
         raise CosBenchError(f"{path} has no rows: replace it with a good copy, one JSON object a line")
     return dataset
+
+
+def _is_blank(path: Path) -> bool:
+    """True for a file (gzipped or not) with nothing but whitespace; reads only up to the first row."""
+    try:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as handle:
+            while block := handle.read(1 << 16):
+                if block.strip():
+                    return False
+    except (OSError, EOFError):
+        return False  # corrupt or truncated gzip: `datasets` reports it as not valid JSON Lines
+    return True
 
 
 def _load_from_hub(split: Split):
