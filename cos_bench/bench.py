@@ -73,8 +73,9 @@ def resolve_engine(choice: str, device_choice: str) -> str:
 
     On a GPU eager batch-1 forwards are bound by the host launching kernels (issue 12:
     0.5B, 1.5B and 7B all stepped in 29–38 ms on an H200), so only compiled steps
-    measure the models. On CPUs eager is kept: there a forward is compute-bound and a
-    compile costs minutes of the run for little gain. A model spread over several GPUs
+    measure the models. On CPUs eager is kept: on the 2-core AMD EPYC the compiled engine
+    was 1.3x slower per token on the offline pair, after 160 s of compiling
+    (results/cpu-engine-ab/). A model spread over several GPUs
     (multi-gpu) runs eagerly: CUDA graphs cannot follow accelerate's device hops.
     """
     device = resolve_device(device_choice)
