@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 DATA_DIR ?= $(wildcard ../shared/data)
 DATA_OPT := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: setup run test bench gpu-check clean
+.PHONY: setup run test lint format bench gpu-check clean
 
 $(BIN)/cos-bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ run: setup
 # The test suite (no downloads, no GPU); two workers for the two cores.
 test: setup
 	$(BIN)/python -m pytest -q -n 2
+
+# Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The committed CPU measurements (issue 5): long — hours on 2 cores.
 bench: setup

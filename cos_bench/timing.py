@@ -10,6 +10,7 @@ single steps, ρ = pass time / step time, is measured too: the theorems assume
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,7 +67,7 @@ def pass_seconds(
         context = runner.cache_len
         block = logits[-1].argmax().repeat(tokens)  # [tokens]; the ids do not change the cost
         for _ in range(repeats):
-            _, seconds = timed(lambda: runner.feed(block, keep=tokens), device)
+            _, seconds = timed(functools.partial(runner.feed, block, keep=tokens), device)
             samples.append(seconds)
             runner.crop(context)
     runner.reset()

@@ -27,6 +27,7 @@ scaled-down shapes (CPU smoke test; compiled there means inductor without CUDA g
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -87,7 +88,8 @@ def decode_stats(methods: tuple[str, ...], runners, prompts, settings: DecodeSet
     for index, prompt in enumerate(prompts):
         for method in methods:
             generator = torch.Generator(device=device).manual_seed(index)
-            runs[method].append(timed(lambda: CORE_METHODS[method](runners, prompt, settings, stop, generator), device))
+            decode = functools.partial(CORE_METHODS[method], runners, prompt, settings, stop, generator)
+            runs[method].append(timed(decode, device))
     return {method: _summary(method_runs) for method, method_runs in runs.items()}
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -124,7 +124,7 @@ def tallies(groups: pd.DataFrame) -> list[str]:
         mt = groups[f"{method}_measured_over_theoretical"].dropna()
         misses = groups.loc[mt[mt < THEORY_FLOOR].index]
         out.append(f"{method} measured/theory >= {THEORY_FLOOR}: {int((mt >= THEORY_FLOOR).sum())} / {len(mt)} groups "
-                   f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, lambda r: f"{r[f'{method}_measured_over_theoretical']:.2f}"))
+                   f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, lambda r, method=method: f"{r[f'{method}_measured_over_theoretical']:.2f}"))
     overhead = groups.overhead.dropna()
     misses = groups.loc[overhead[overhead > OVERHEAD_CEILING].index]
     out.append(f"vanilla overhead <= {OVERHEAD_CEILING}: {int((overhead <= OVERHEAD_CEILING).sum())} / {len(overhead)} groups "

@@ -10,8 +10,8 @@ from tiny import ENGINES, TableRunner, make_runner, tiny_llama
 
 from cos_bench.core import CORE_METHODS, Contrastive, DecodeSettings, HFRunner, StopRule, WeightedEnsemble, get_method
 from cos_bench.core.combine import model_probs
-from cos_bench.core.sampling import residual_probs, sample, verify_block
 from cos_bench.core.runner import PREFILL_BUCKET
+from cos_bench.core.sampling import residual_probs, sample, verify_block
 from cos_bench.core.speculative import SpeculativeEngine
 from cos_bench.errors import CosBenchError
 

@@ -7,13 +7,13 @@ import pytest
 
 from cos_bench.errors import CosBenchError
 from cos_bench.theory import (
+    _expected_run_length,
     apf_speedup,
     apf_speedup_measured_pass,
     naive_cos_speedup,
     naive_cos_speedup_measured_pass,
     theoretical_speedup,
 )
-from cos_bench.theory import _expected_run_length
 
 ALPHAS = [i / 20 for i in range(21)]  # 0, 0.05, ..., 1 — both ends included
 CS = [0.01, 0.05, 0.1, 0.2, 0.5, 1.0]

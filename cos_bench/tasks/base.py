@@ -8,8 +8,9 @@ decodes each prompt (stopping at `stop_strings_for(chat)`), passes the text thro
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from cos_bench.errors import CosBenchError
 from cos_bench.tasks.data import DataSource

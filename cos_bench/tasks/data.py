@@ -11,9 +11,10 @@ from __future__ import annotations
 import gzip
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cos_bench.errors import CosBenchError
 

@@ -11,8 +11,9 @@ gives both. Numbers are normalised before comparing: "$1,000.00" = "1000", "18."
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Sequence
+from typing import Any
 
 from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths, cut_at_stop
 from cos_bench.tasks.data import DataSource, Split, load_rows, select_rows

@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 import textwrap
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cos_bench.errors import CosBenchError
 from cos_bench.sandbox import CODE_EVAL_ENV, code_eval_allowed, pass_at_k, run_programs

@@ -18,7 +18,8 @@ Anything else is "no answer", its own outcome (counted as not correct).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cos_bench.errors import CosBenchError
 from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_lengths
