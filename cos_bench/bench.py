@@ -190,9 +190,7 @@ def build_prompts(task: Task, examples: Sequence[Example], engine: Engine, chat:
     return prompts
 
 
-def decode_one(
-    engine: Engine, method: str, prompt_ids: torch.Tensor, settings: DecodeSettings, stop: StopRule, seed: int
-) -> DecodeResult:
+def decode_one(engine: Engine, method: str, prompt_ids: torch.Tensor, settings: DecodeSettings, stop: StopRule, seed: int) -> DecodeResult:
     generator = torch.Generator(device=engine.device).manual_seed(seed) if settings.temperature > 0 else None
     if method in CORE_METHODS:
         return CORE_METHODS[method](engine.runners, prompt_ids, settings, stop, generator)

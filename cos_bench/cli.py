@@ -207,7 +207,23 @@ def run(
     """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
     from cos_bench.bench import run_experiment
 
-    overrides = common_overrides(limit, tasks, methods, temperature, max_new_tokens, repeats, seed, gamma, proposer, device, dtype, data_dir, allow_code_eval, warmup, engine)
+    overrides = common_overrides(
+        limit,
+        tasks,
+        methods,
+        temperature,
+        max_new_tokens,
+        repeats,
+        seed,
+        gamma,
+        proposer,
+        device,
+        dtype,
+        data_dir,
+        allow_code_eval,
+        warmup,
+        engine,
+    )
     cfg = resolve_config(config, overrides, sets)
     run_experiment(cfg, check_out_dir(out or Path("results") / cfg.name), console)
 
@@ -239,7 +255,9 @@ def sweep(
     """Run a grid over λ, μ, γ, temperature and proposer order: one results folder per cell, plus plots."""
     from cos_bench.bench import run_sweep
 
-    overrides = common_overrides(limit, tasks, methods, None, max_new_tokens, repeats, seed, None, None, device, dtype, data_dir, allow_code_eval, warmup, engine)
+    overrides = common_overrides(
+        limit, tasks, methods, None, max_new_tokens, repeats, seed, None, None, device, dtype, data_dir, allow_code_eval, warmup, engine
+    )
     grid = {
         "lambda": [parse_number(x, "--lambda") for x in split_list(lambdas)] if lambdas else None,
         "mu": [parse_number(x, "--mu") for x in split_list(mus)] if mus else None,

@@ -189,7 +189,8 @@ def _list(origin: str, key: str, value: Any, *, min_len: int = 1) -> list:
         raise _fail(origin, key, f"must be a list, e.g. [a, b] (got {_show(value)})")
     if len(value) < min_len:
         raise _fail(
-            origin, key,
+            origin,
+            key,
             f"must list at least {min_len} entr{'y' if min_len == 1 else 'ies'} (got {len(value)})",
         )
     return list(value)
@@ -258,15 +259,17 @@ def _parse_models(origin: str, value: Any) -> tuple[ModelSpec, ...]:
         name = _str(origin, f"{key}.name", entry["name"])
         if not MODEL_NAME_PATTERN.fullmatch(name):
             raise _fail(
-                origin, f"{key}.name",
+                origin,
+                f"{key}.name",
                 f"{name!r} must be letters, digits, '_' or '-' (it is used in keys like gamma.{name})",
             )
         if name in (m.name for m in models):
             raise _fail(origin, f"{key}.name", f"duplicate model name {name!r}; give each model its own name")
         source = _str(origin, f"{key}.source", entry["source"])
-        if source.startswith("offline:") and not source[len("offline:"):].strip():
+        if source.startswith("offline:") and not source[len("offline:") :].strip():
             raise _fail(
-                origin, f"{key}.source",
+                origin,
+                f"{key}.source",
                 "offline: needs a model name after the colon, e.g. offline:qwen2.5-coder-0.5b-instruct",
             )
         models.append(ModelSpec(name=name, source=source))
@@ -294,7 +297,8 @@ def _parse_we(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Co
         items = _list(origin, f"{key}.weights", raw)
         if len(items) != n:
             raise _fail(
-                origin, f"{key}.weights",
+                origin,
+                f"{key}.weights",
                 f"needs one weight per model ({n}: {', '.join(names)}), got {len(items)}",
             )
         weights = tuple(_float(origin, f"{key}.weights[{i}]", w, minimum=0.0) for i, w in enumerate(items))
@@ -307,7 +311,8 @@ def _parse_we(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Co
 def _parse_cd(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Combination:
     if len(names) != 2:
         raise _fail(
-            origin, f"{key}.rule",
+            origin,
+            f"{key}.rule",
             f"cd needs exactly 2 models (this config has {len(names)}); use rule: we or list two models",
         )
     mu = _float(origin, f"{key}.mu", entry.get("mu", DEFAULT_MU), minimum=0.0)
@@ -343,7 +348,8 @@ def _parse_combinations(origin: str, value: Any, names: Sequence[str]) -> tuple[
     for i, label in enumerate(labels):
         if label in labels[:i]:
             raise _fail(
-                origin, f"combinations[{i}].label",
+                origin,
+                f"combinations[{i}].label",
                 f"duplicate label {label!r}; set a distinct label for each combination",
             )
     return combinations
@@ -364,31 +370,25 @@ def _gamma(origin: str, key: str, value: Any, max_new_tokens: int) -> int:
     limit = max(max_new_tokens, DEFAULT_PROPOSER_GAMMA)
     if gamma > limit:
         raise _fail(
-            origin, key,
+            origin,
+            key,
             f"must be ≤ {limit} (got {gamma}): a draft never runs past the token budget "
             f"(max_new_tokens = {max_new_tokens}); lower it, or raise max_new_tokens",
         )
     return gamma
 
 
-def _parse_gamma(
-    origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int
-) -> tuple[FrozenMap, frozenset[str]]:
+def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int) -> tuple[FrozenMap, frozenset[str]]:
     given = _mapping(origin, "gamma", value if value is not None else {})
     explicit = {}
     for name, g in given.items():
         _model_name(origin, f"gamma.{name}", name, names)
         explicit[name] = _gamma(origin, f"gamma.{name}", g, max_new_tokens)
-    resolved = {
-        name: explicit.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA)
-        for name in names
-    }
+    resolved = {name: explicit.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA) for name in names}
     return FrozenMap(resolved), frozenset(explicit)
 
 
-def _parse_methods(
-    origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]
-) -> tuple[str, ...]:
+def _parse_methods(origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]) -> tuple[str, ...]:
     methods = _parse_choices(origin, "methods", value, METHODS)
     if "hf-ensemble" in methods:
         # The peer baseline exists for 2-model WE only; the runner skips it for cd combinations.
@@ -396,7 +396,8 @@ def _parse_methods(
         if len(names) != 2 or not has_we:
             found = f"{len(names)} models" if len(names) != 2 else "no we combination"
             raise _fail(
-                origin, "methods",
+                origin,
+                "methods",
                 f"hf-ensemble supports only 2-model we combinations (found {found}); drop hf-ensemble from methods",
             )
     return methods
@@ -461,12 +462,14 @@ def _parse_sweep(
         gammas[name] = tuple(_gamma(origin, f"sweep.gamma.{name}[{i}]", g, max_new_tokens) for i, g in enumerate(items))
     if lambdas and (len(names) != 2 or not any(c.rule == "we" for c in combinations)):
         raise _fail(
-            origin, "sweep.lambda",
+            origin,
+            "sweep.lambda",
             "applies only to 2-model we combinations and this config has none; remove it or add a we combination",
         )
     if mus and not any(c.rule == "cd" for c in combinations):
         raise _fail(
-            origin, "sweep.mu",
+            origin,
+            "sweep.mu",
             "applies only to cd combinations and this config has none; remove it or add a cd combination",
         )
     spec = SweepSpec(lambdas, mus, FrozenMap({n: gammas[n] for n in names if n in gammas}), temperatures, proposers)
@@ -538,15 +541,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not path.is_file():
         shipped = ", ".join(p.name for p in sorted(CONFIGS_DIR.glob("*.yaml"))) or "none found"
         raise CosBenchError(
-            f"{origin}: config file not found; pass --config with an existing YAML file "
-            f"(shipped in {CONFIGS_DIR}: {shipped})"
+            f"{origin}: config file not found; pass --config with an existing YAML file (shipped in {CONFIGS_DIR}: {shipped})"
         )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise CosBenchError(
-            f"{origin}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-            "save the file as UTF-8"
+            f"{origin}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"
         ) from None
     except OSError as exc:
         raise CosBenchError(f"{origin}: cannot read it ({exc.strerror or exc}); check its permissions") from None
@@ -564,9 +565,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
     return _to_dict(cfg, explicit_gamma_only=False)
 
 
-def apply_overrides(
-    cfg: ExperimentConfig, overrides: Mapping[str, Any], origin: str = "command line"
-) -> ExperimentConfig:
+def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], origin: str = "command line") -> ExperimentConfig:
     """Replace top-level settings (values already parsed) and re-validate the whole config.
 
     `gamma` merges into the existing per-model values; every other key replaces. γ values
@@ -709,9 +708,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, (str, int, float, bool)) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}; keep one", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}; keep one", key_node.start_mark)
         if isinstance(key, (str, int, float, bool)):
             seen.add(key)
     return loader.construct_mapping(node, deep=deep)

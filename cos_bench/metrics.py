@@ -64,13 +64,9 @@ COLUMN_DOCS: dict[str, str] = {
         "one step: E(1 + c)/(ρ + cγ) for sd, E(1 + c)/(ρ + cγq − α^γp·c) for 2-model cos, E = (1 − α^γq)/(1 − α); "
         "n/a where the paper has no formula or ρ was not measured"
     ),
-    "speedup_decode": (
-        "measured: decode-only rate (first token and prefill excluded) / the same of vanilla — "
-        "what the theorems model"
-    ),
+    "speedup_decode": ("measured: decode-only rate (first token and prefill excluded) / the same of vanilla — what the theorems model"),
     "measured_over_theoretical": (
-        "computed: speedup_decode / theoretical_speedup (the theorems model decoding steps, not the prefill "
-        "every method pays alike)"
+        "computed: speedup_decode / theoretical_speedup (the theorems model decoding steps, not the prefill every method pays alike)"
     ),
     "measured_over_theoretical_measured_pass": "computed: speedup_decode / theoretical_speedup_measured_pass",
     "framework_overhead": (
@@ -95,7 +91,7 @@ def forward_calls_column(model: str) -> str:
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, task, setting, temperature, method, proposer, γ[, sweep values]), in report order."""
     keys = list(GROUP_KEYS) + sweep_columns(df)
-    models = [c[len(FORWARD_CALLS_PREFIX):] for c in df.columns if c.startswith(FORWARD_CALLS_PREFIX)]
+    models = [c[len(FORWARD_CALLS_PREFIX) :] for c in df.columns if c.startswith(FORWARD_CALLS_PREFIX)]
     rows = []
     for _, group in df.groupby(keys, sort=False, dropna=False):
         reference = _vanilla_reference(df, group.iloc[0], keys)
@@ -171,8 +167,13 @@ def _speed_columns(group: pd.DataFrame) -> dict:
 
 def _comparison_columns(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
     if reference.empty:
-        return {"speedup_pooled": math.nan, "speedup_mean": math.nan, "speedup_repeat_std": math.nan,
-                "speedup_prompt_se": math.nan, "speedup_decode": math.nan}
+        return {
+            "speedup_pooled": math.nan,
+            "speedup_mean": math.nan,
+            "speedup_repeat_std": math.nan,
+            "speedup_prompt_se": math.nan,
+            "speedup_decode": math.nan,
+        }
     pooled = _ratio(group["new_tokens"].sum(), group["total_s"].sum())
     vanilla_pooled = _ratio(reference["new_tokens"].sum(), reference["total_s"].sum())
     rates, vanilla_rates = _rates(group), _rates(reference)
@@ -276,9 +277,7 @@ def _theoretical(row: dict, first: pd.Series, measured_pass: bool = False) -> fl
     if row["method"] == "sd":
         # Only the drafter's γ enters Thm 3.1; a record may list just that one.
         gammas += [1] * (int(row["n_models"]) - len(gammas))
-    value = theory.theoretical_speedup(
-        row["method"], int(row["n_models"]), alpha, _none_if_nan(row["c"]), gammas, pass_cost=pass_cost
-    )
+    value = theory.theoretical_speedup(row["method"], int(row["n_models"]), alpha, _none_if_nan(row["c"]), gammas, pass_cost=pass_cost)
     return math.nan if value is None else float(value)
 
 

@@ -89,9 +89,7 @@ def resolve_device(preference: str | None = "auto") -> torch.device:
     try:
         device = torch.device(choice)
     except RuntimeError:
-        raise CosBenchError(
-            f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N, mps or multi-gpu"
-        ) from None
+        raise CosBenchError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N, mps or multi-gpu") from None
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0:
@@ -180,9 +178,7 @@ def parse_spec(spec: str) -> ParsedSpec:
         if not (path / "config.json").is_file() and len(ggufs) == 1:
             return ParsedSpec(spec, "gguf", str(ggufs[0].resolve()))
         if not (path / "config.json").is_file():
-            raise CosBenchError(
-                f"{text} has no config.json (and not exactly one .gguf); pass a folder written by save_pretrained"
-            )
+            raise CosBenchError(f"{text} has no config.json (and not exactly one .gguf); pass a folder written by save_pretrained")
         return ParsedSpec(spec, "local", str(path.resolve()))
     looks_like_path = text.startswith(("/", "./", "../", "~")) or text.lower().endswith(".gguf") or text.count("/") > 1
     if looks_like_path or not _HUB_ID.match(text):
@@ -283,9 +279,7 @@ def _user_files(name: str | None, parsed: ParsedSpec, what_to_fix: str) -> Itera
     except Exception as exc:
         detail = " ".join(str(exc).split())[:300] or type(exc).__name__
         who = f"model {name!r}" if name else "the model"
-        raise CosBenchError(
-            f"cannot load {who} from {parsed.location} ({type(exc).__name__}: {detail}); fix {what_to_fix}"
-        ) from None
+        raise CosBenchError(f"cannot load {who} from {parsed.location} ({type(exc).__name__}: {detail}); fix {what_to_fix}") from None
 
 
 def _load_hub(parsed: ParsedSpec, dtype: torch.dtype, placement: dict) -> tuple[Any, Any, ModelSource]:
@@ -295,8 +289,7 @@ def _load_hub(parsed: ParsedSpec, dtype: torch.dtype, placement: dict) -> tuple[
         if _is_unreachable(exc):
             raise _HubUnreachable(_first_line(exc)) from exc
         raise CosBenchError(
-            f"could not load {parsed.spec} from the Hub: {_first_line(exc)}; check the id and revision "
-            "(gated models need `hf auth login`)"
+            f"could not load {parsed.spec} from the Hub: {_first_line(exc)}; check the id and revision (gated models need `hf auth login`)"
         ) from None
     commit = _cached_commit(parsed.location, parsed.revision)
     source = ModelSource(parsed.spec, "hub", parsed.location, commit, None, "Hugging Face Hub")
@@ -464,4 +457,3 @@ __all__ = [
     "resolve_dtype",
     "shared_vocab_size",
 ]
-

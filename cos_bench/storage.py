@@ -113,10 +113,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of a results folder; CosBenchError when it is missing or unreadable."""
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
-        raise CosBenchError(
-            f"{folder} is not a cos-bench results folder (no {MANIFEST_NAME}); "
-            "pass a folder written by `cos-bench run`"
-        )
+        raise CosBenchError(f"{folder} is not a cos-bench results folder (no {MANIFEST_NAME}); pass a folder written by `cos-bench run`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -295,10 +292,7 @@ def load_records(folders: Sequence[Path]) -> pd.DataFrame:
     first_seen: dict[tuple[str, str], int] = {}  # (run, key) -> index of the folder it came from
     for index, folder in enumerate(map(Path, folders)):
         if not (folder / RECORDS_NAME).is_file():
-            raise CosBenchError(
-                f"{folder} is not a cos-bench results folder (no {RECORDS_NAME}); "
-                "pass a folder written by `cos-bench run`"
-            )
+            raise CosBenchError(f"{folder} is not a cos-bench results folder (no {RECORDS_NAME}); pass a folder written by `cos-bench run`")
         # Read-only on purpose: a report may run beside a live run, whose torn tail is just unfinished.
         records = read_records(folder / RECORDS_NAME)
         refuse_duplicates(records, folder)
@@ -338,9 +332,25 @@ def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
     accounting = record["accounting"]
     models = accounting["models"]
     row: dict[str, Any] = {"run": run}
-    for field in ("key", "run_label", "task", "example_id", "setting", "rule", "method", "repeat", "seed",
-                  "temperature", "n_models", "proposer", "prompt_tokens", "new_tokens", "token_ids",
-                  "text", "stop_reason"):
+    for field in (
+        "key",
+        "run_label",
+        "task",
+        "example_id",
+        "setting",
+        "rule",
+        "method",
+        "repeat",
+        "seed",
+        "temperature",
+        "n_models",
+        "proposer",
+        "prompt_tokens",
+        "new_tokens",
+        "token_ids",
+        "text",
+        "stop_reason",
+    ):
         row[field] = record[field]
     row["example_id"] = str(row["example_id"])
     row["temperature"] = float(row["temperature"])

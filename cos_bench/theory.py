@@ -122,9 +122,7 @@ def _check_inputs(alpha: float, c: float, **gammas: int) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise CosBenchError(f"theory: alpha must be an acceptance rate in [0, 1] (got {alpha!r}); pass the measured α")
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 < c < math.inf):
-        raise CosBenchError(
-            f"theory: c must be a positive finite cost ratio (got {c!r}); pass proposer-call time / verifier-call time"
-        )
+        raise CosBenchError(f"theory: c must be a positive finite cost ratio (got {c!r}); pass proposer-call time / verifier-call time")
     for key, gamma in gammas.items():
         if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
             raise CosBenchError(f"theory: {key} must be an integer ≥ 1 (got {gamma!r}); pass the draft length used")

@@ -52,9 +52,7 @@ def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: t
     return pass_seconds(runner, prompts, device, tokens=1, repeats=steps)
 
 
-def pass_seconds(
-    runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, repeats: int = 6
-) -> float:
+def pass_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, repeats: int = 6) -> float:
     """Median time of one forward pass feeding `tokens` tokens (logits kept for each, as a verifier does),
     after a prefill of each prompt; the cache is cropped back after every timed pass, so each sees the
     prompt as its context. The runner is reset at the end."""

@@ -79,8 +79,9 @@ def build(shape: dict, device: torch.device, dtype: torch.dtype, seed: int) -> t
     return model.eval().requires_grad_(False)
 
 
-def decode_stats(methods: tuple[str, ...], runners, prompts, settings: DecodeSettings, new_tokens: int,
-                 device: torch.device) -> dict[str, dict]:
+def decode_stats(
+    methods: tuple[str, ...], runners, prompts, settings: DecodeSettings, new_tokens: int, device: torch.device
+) -> dict[str, dict]:
     """Time each method on every prompt, the methods interleaved per prompt so that a drift in the
     machine's speed (clocks, a noisy host) falls on all of them alike."""
     stop = StopRule(new_tokens)
@@ -214,8 +215,10 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     device = torch.device(args.device)
     if Version(transformers.__version__) < MIN_TRANSFORMERS:
-        parser.error(f"transformers {transformers.__version__} found; the runners need >= {MIN_TRANSFORMERS} "
-                     f"(pip install 'transformers>={MIN_TRANSFORMERS},<6', or carry its wheel to an offline machine)")
+        parser.error(
+            f"transformers {transformers.__version__} found; the runners need >= {MIN_TRANSFORMERS} "
+            f"(pip install 'transformers>={MIN_TRANSFORMERS},<6', or carry its wheel to an offline machine)"
+        )
     if device.type != "cuda" and not args.tiny:
         parser.error("no CUDA device: this check is for a GPU machine (use --tiny for a CPU smoke run)")
     engines = [e for e in args.engines.split(",") if e]
@@ -290,7 +293,11 @@ def compare(results: dict) -> None:
     for pair in results["pairs"].get("compiled", []):
         if pair["pair"] in eager:
             ratio = eager[pair["pair"]]["vanilla_ms_per_token"] / pair["vanilla_ms_per_token"]
-            results["compiled_vs_eager"][pair["pair"]] = {"vanilla_per_token_speedup": ratio, "eager_c": eager[pair["pair"]]["c"], "compiled_c": pair["c"]}
+            results["compiled_vs_eager"][pair["pair"]] = {
+                "vanilla_per_token_speedup": ratio,
+                "eager_c": eager[pair["pair"]]["c"],
+                "compiled_c": pair["c"],
+            }
             print(f"{pair['pair']}: compiled vanilla is {ratio:.1f}× faster per token than eager (measured); "
                   f"c eager {eager[pair['pair']]['c']:.3f} vs compiled {pair['c']:.3f}")  # fmt: skip
 

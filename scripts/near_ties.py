@@ -52,9 +52,19 @@ def divergences(folder: Path) -> list[dict]:
         t = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
         if t >= min(len(ours), len(theirs)):
             continue  # one is a prefix of the other: a stop-rule difference, not a token choice
-        found.append({"folder": folder.name, "task": record["task"], "example_id": record["example_id"],
-                      "setting": record["setting"], "method": record["method"], "position": t,
-                      "prefix": ours[:t], "vanilla_token": ours[t], "other_token": theirs[t]})
+        found.append(
+            {
+                "folder": folder.name,
+                "task": record["task"],
+                "example_id": record["example_id"],
+                "setting": record["setting"],
+                "method": record["method"],
+                "position": t,
+                "prefix": ours[:t],
+                "vanilla_token": ours[t],
+                "other_token": theirs[t],
+            }
+        )
     return found
 
 
@@ -73,11 +83,13 @@ def shown(tokenizer, token: int) -> str:
 def explanation(dtype: str, compare: str | None) -> str:
     """The paragraph that says what the table's columns are."""
     scored = f"first in {dtype} and then in {compare}, the dtype the benchmark ran in" if compare else f"in {dtype}"
-    text = (f"For each greedy sd/cos decode whose tokens differ from vanilla's, `t` is the first differing position. "
-            f"Vanilla and the other method share tokens 0…t−1, so with exact arithmetic they would pick the same token at t. "
-            f"Each model runs one fresh forward pass over prompt + those t tokens, {scored}. "
-            f"The gap is log r(vanilla's token) − log r(other token), where r is the combined distribution at T = 1 "
-            f"that greedy takes the argmax of.")
+    text = (
+        f"For each greedy sd/cos decode whose tokens differ from vanilla's, `t` is the first differing position. "
+        f"Vanilla and the other method share tokens 0…t−1, so with exact arithmetic they would pick the same token at t. "
+        f"Each model runs one fresh forward pass over prompt + those t tokens, {scored}. "
+        f"The gap is log r(vanilla's token) − log r(other token), where r is the combined distribution at T = 1 "
+        f"that greedy takes the argmax of."
+    )
     if compare:
         text += f' "Shift" is how far scoring the same prefix in {compare} moves that gap.'
     return text
@@ -92,18 +104,24 @@ def verdict(gaps: list[float], shifts: list[float], dtype: str, compare: str | N
         lines.append(f"In {losses} of {len(gaps)} cases, vanilla's own choice is the {dtype} loser.")
         return lines
     largest, median = max(shifts), statistics.median(shifts)
-    lines.append(f"shift of the gap at {compare} (|gap at {compare} − gap at {dtype}|, same prefix, one pass): "
-                 f"max {largest:.4f}, median {median:.4f}")
+    lines.append(
+        f"shift of the gap at {compare} (|gap at {compare} − gap at {dtype}|, same prefix, one pass): "
+        f"max {largest:.4f}, median {median:.4f}"
+    )
     beyond = [size for size in sizes if size >= largest]
     if beyond:
-        lines.append(f"{len(beyond)} of {len(gaps)} {dtype} gaps are at least the largest {compare} shift ({largest:.3f}): "
-                     f"rounding at this prefix does not explain those divergences; look at them.")
+        lines.append(
+            f"{len(beyond)} of {len(gaps)} {dtype} gaps are at least the largest {compare} shift ({largest:.3f}): "
+            f"rounding at this prefix does not explain those divergences; look at them."
+        )
     else:
-        lines.append(f"Every {dtype} gap (at most {sizes[-1]:.3f}) is smaller than the largest {compare} shift of the same "
-                     f"quantity ({largest:.3f}; median {median:.3f}). In {losses} of {len(gaps)} cases, vanilla's own choice "
-                     f"is the {dtype} loser. These are rounding flips at near-ties, where {compare} computation paths "
-                     f"disagree (vanilla's one-token steps, sd/cos's multi-token verification, and a one-pass re-score), "
-                     f"not a difference in the algorithm.")
+        lines.append(
+            f"Every {dtype} gap (at most {sizes[-1]:.3f}) is smaller than the largest {compare} shift of the same "
+            f"quantity ({largest:.3f}; median {median:.3f}). In {losses} of {len(gaps)} cases, vanilla's own choice "
+            f"is the {dtype} loser. These are rounding flips at near-ties, where {compare} computation paths "
+            f"disagree (vanilla's one-token steps, sd/cos's multi-token verification, and a one-pass re-score), "
+            f"not a difference in the algorithm."
+        )
     return lines
 
 
@@ -158,8 +176,10 @@ def main(argv: list[str]) -> int:
             low_gap = float(low[a] - low[b])
             shifts.append(abs(low_gap - gap))
             compared = f" {low_gap:+.4f} | {shifts[-1]:.4f} |"
-        print(f"| {case['folder']} | {case['task']} | {case['example_id']} | {case['setting']} | {case['method']} | "
-              f"{case['position']} | {shown(engine.tokenizer, a)} | {shown(engine.tokenizer, b)} | {gap:+.4f} | {'yes' if gap > 0 else 'no'} |{compared}")
+        print(
+            f"| {case['folder']} | {case['task']} | {case['example_id']} | {case['setting']} | {case['method']} | "
+            f"{case['position']} | {shown(engine.tokenizer, a)} | {shown(engine.tokenizer, b)} | {gap:+.4f} | {'yes' if gap > 0 else 'no'} |{compared}"
+        )
     print()
     print("\n\n".join(verdict(gaps, shifts, args.dtype, args.compare)))
     return 0

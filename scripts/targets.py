@@ -26,8 +26,15 @@ KEYS = ["run", "task", "setting"]
 SHORT_NAMES = {"gamma.small": "γ", "temperature": "T"}  # table labels for the usual swept parameters
 THEORY_FLOOR = 0.9
 OVERHEAD_CEILING = 1.10
-PER_METHOD = ["speedup_mean", "speedup_decode", "theoretical_speedup", "measured_over_theoretical",
-              "identical_to_vanilla", "loop_overhead", "speedup_prompt_se"]  # summary columns set side by side per method
+PER_METHOD = [
+    "speedup_mean",
+    "speedup_decode",
+    "theoretical_speedup",
+    "measured_over_theoretical",
+    "identical_to_vanilla",
+    "loop_overhead",
+    "speedup_prompt_se",
+]  # summary columns set side by side per method
 
 
 def load(path: Path) -> pd.DataFrame:
@@ -47,9 +54,7 @@ def load(path: Path) -> pd.DataFrame:
         temperature=("temperature", "first"),
         examples=("n_examples", "first"),
     )
-    vanilla = frame[frame.method == "vanilla"].set_index(KEYS)[["framework_overhead"]].rename(
-        columns={"framework_overhead": "overhead"}
-    )
+    vanilla = frame[frame.method == "vanilla"].set_index(KEYS)[["framework_overhead"]].rename(columns={"framework_overhead": "overhead"})
     cos = frame[frame.method == "cos"].set_index(KEYS)
     # α is cos's own measured acceptance: the one Thm 3.6 is evaluated with.
     alpha = cos[["alpha_expected"]].rename(columns={"alpha_expected": "alpha"})
@@ -63,7 +68,7 @@ def cell_labels(frame: pd.DataFrame) -> pd.Series:
         return frame["run"]
 
     def label(row: pd.Series) -> str:
-        names = (column[len(SWEEP_PREFIX):] for column in swept)
+        names = (column[len(SWEEP_PREFIX) :] for column in swept)
         return ", ".join(f"{SHORT_NAMES.get(name, name)}={_value(row[column])}" for name, column in zip(names, swept))
 
     return frame.apply(label, axis=1)
@@ -105,35 +110,49 @@ def tallies(groups: pd.DataFrame) -> list[str]:
     out = []
     n = len(groups)
     faster = groups.cos_speedup_mean > 1.0
-    out.append(f"cos faster than vanilla: {int(faster.sum())} / {n} groups "
-               f"(end-to-end {groups.cos_speedup_mean.min():.2f}-{groups.cos_speedup_mean.max():.2f}x)")
+    out.append(
+        f"cos faster than vanilla: {int(faster.sum())} / {n} groups "
+        f"(end-to-end {groups.cos_speedup_mean.min():.2f}-{groups.cos_speedup_mean.max():.2f}x)"
+    )
     ratio = groups.cos_speedup_mean / groups.sd_speedup_mean
     slower = ratio < 1.0
     cos_se, sd_se = _column(groups, "cos_speedup_prompt_se"), _column(groups, "sd_speedup_prompt_se")
-    out.append(f"cos not slower than sd: {int((~slower).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})"
-               + _misses(groups[slower], lambda r: f"cos {_with_se(r.cos_speedup_mean, cos_se[r.name])} "
-                                                   f"vs sd {_with_se(r.sd_speedup_mean, sd_se[r.name])}",
-                         "misses (speedup ± standard error over prompts)"))
+    out.append(
+        f"cos not slower than sd: {int((~slower).sum())} / {n} groups (cos/sd {ratio.min():.2f}-{ratio.max():.2f})"
+        + _misses(
+            groups[slower],
+            lambda r: f"cos {_with_se(r.cos_speedup_mean, cos_se[r.name])} vs sd {_with_se(r.sd_speedup_mean, sd_se[r.name])}",
+            "misses (speedup ± standard error over prompts)",
+        )
+    )
     we = groups[_column(groups, "hf-ensemble_speedup_mean").notna()]  # none where only CD ran
     if len(we):
         hf_ratio = we.cos_speedup_mean / we["hf-ensemble_speedup_mean"]
-        out.append(f"hf-ensemble faster than cos: {int((hf_ratio < 1.0).sum())} / {len(we)} WE groups "
-                   f"(hf-ensemble {we['hf-ensemble_speedup_mean'].min():.2f}-{we['hf-ensemble_speedup_mean'].max():.2f}x "
-                   f"over vanilla; cos/hf-ensemble {hf_ratio.min():.2f}-{hf_ratio.max():.2f})")
+        out.append(
+            f"hf-ensemble faster than cos: {int((hf_ratio < 1.0).sum())} / {len(we)} WE groups "
+            f"(hf-ensemble {we['hf-ensemble_speedup_mean'].min():.2f}-{we['hf-ensemble_speedup_mean'].max():.2f}x "
+            f"over vanilla; cos/hf-ensemble {hf_ratio.min():.2f}-{hf_ratio.max():.2f})"
+        )
     for method in ("cos", "sd"):
         mt = groups[f"{method}_measured_over_theoretical"].dropna()
         misses = groups.loc[mt[mt < THEORY_FLOOR].index]
-        out.append(f"{method} measured/theory >= {THEORY_FLOOR}: {int((mt >= THEORY_FLOOR).sum())} / {len(mt)} groups "
-                   f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, lambda r, method=method: f"{r[f'{method}_measured_over_theoretical']:.2f}"))
+        out.append(
+            f"{method} measured/theory >= {THEORY_FLOOR}: {int((mt >= THEORY_FLOOR).sum())} / {len(mt)} groups "
+            f"({mt.min():.2f}-{mt.max():.2f})" + _misses(misses, lambda r, method=method: f"{r[f'{method}_measured_over_theoretical']:.2f}")
+        )
     overhead = groups.overhead.dropna()
     misses = groups.loc[overhead[overhead > OVERHEAD_CEILING].index]
-    out.append(f"vanilla overhead <= {OVERHEAD_CEILING}: {int((overhead <= OVERHEAD_CEILING).sum())} / {len(overhead)} groups "
-               f"({overhead.min():.2f}-{overhead.max():.2f})" + _misses(misses, lambda r: f"{r.overhead:.2f}"))
+    out.append(
+        f"vanilla overhead <= {OVERHEAD_CEILING}: {int((overhead <= OVERHEAD_CEILING).sum())} / {len(overhead)} groups "
+        f"({overhead.min():.2f}-{overhead.max():.2f})" + _misses(misses, lambda r: f"{r.overhead:.2f}")
+    )
     for method in ("vanilla", "cos"):
         loop = _column(groups, f"{method}_loop_overhead").dropna()
         if len(loop):
-            out.append(f"{method} loop overhead (wall time / time inside forward calls, same decodes): "
-                       f"{loop.min():.3f}-{loop.max():.3f} over {len(loop)} groups")
+            out.append(
+                f"{method} loop overhead (wall time / time inside forward calls, same decodes): "
+                f"{loop.min():.3f}-{loop.max():.3f} over {len(loop)} groups"
+            )
     for method in ("cos", "sd", "hf-ensemble"):  # hf-ensemble is not exact by design; its rate is shown beside
         identical = _column(groups, f"{method}_identical_to_vanilla")
         if identical.isna().all():  # the method was not run
@@ -141,8 +160,10 @@ def tallies(groups: pd.DataFrame) -> list[str]:
         greedy = (groups.temperature == 0) & identical.notna()
         examples = groups.examples[greedy]
         same = (identical[greedy] * examples).round().astype(int)
-        out.append(f"greedy {method} identical to vanilla: {int(same.sum())} / {int(examples.sum())} examples; "
-                   f"{int((identical[greedy] == 1.0).sum())} / {int(greedy.sum())} groups at 1.00")
+        out.append(
+            f"greedy {method} identical to vanilla: {int(same.sum())} / {int(examples.sum())} examples; "
+            f"{int((identical[greedy] == 1.0).sum())} / {int(greedy.sum())} groups at 1.00"
+        )
     return out
 
 

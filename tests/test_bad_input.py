@@ -100,7 +100,9 @@ def test_yaml_gamma_must_be_an_integer_within_the_token_budget(tmp_path, gamma):
 
 
 def test_gamma_option_past_the_token_budget(tmp_path):
-    error = only_error_line(invoke("run", "-c", write_config(tmp_path, max_new_tokens=16), "--gamma", "small=17", "--out", tmp_path / "run"))
+    error = only_error_line(
+        invoke("run", "-c", write_config(tmp_path, max_new_tokens=16), "--gamma", "small=17", "--out", tmp_path / "run")
+    )
     assert "gamma.small: must be ≤ 16 (got 17)" in error and "raise max_new_tokens" in error
 
 

@@ -94,7 +94,11 @@ def test_run_writes_results_manifest_table_and_report(tmp_path, pair):
     assert manifest["engine"]["requested"] == "auto" and manifest["engine"]["engine"] == "eager"
     for r in records:
         accounting = r["accounting"]
-        emitted = sum(m["accepted"] + m["bonus_accepted"] for m in accounting["models"]) + accounting["corrections"] + accounting["direct_samples"]
+        emitted = (
+            sum(m["accepted"] + m["bonus_accepted"] for m in accounting["models"])
+            + accounting["corrections"]
+            + accounting["direct_samples"]
+        )
         if r["method"] != "hf-ensemble":  # its ids are cut at stop strings after generate(); its counts are not
             assert emitted == r["new_tokens"]
         assert r["timing"]["total_s"] >= r["timing"]["first_token_s"] > 0
@@ -259,7 +263,14 @@ def test_compiled_engine_end_to_end_on_cpu(tmp_path, pair):
     # torch.compile (inductor, no CUDA graphs on a CPU): the static-cache runners compile every
     # fed length before timing, and greedy sd and cos still reproduce vanilla token for token.
     out = tmp_path / "compiled"
-    config = write_config(tmp_path, pair, limit=1, tasks=["humaneval", "gsm8k"], methods=["vanilla", "sd", "cos"], combinations=[{"rule": "we", "weights": [0.5, 0.5]}])
+    config = write_config(
+        tmp_path,
+        pair,
+        limit=1,
+        tasks=["humaneval", "gsm8k"],
+        methods=["vanilla", "sd", "cos"],
+        combinations=[{"rule": "we", "weights": [0.5, 0.5]}],
+    )
     result = invoke("run", "--config", config, "--out", out, "--engine", "compiled")
     assert result.exit_code == 0, result.output
     engine = json.loads((out / "manifest.json").read_text())["engine"]
@@ -276,7 +287,9 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, pair):
     before = (out / "records.jsonl").read_bytes()
 
     assert "temprature" in one_line_error(invoke("run", "--config", write_config(tmp_path, pair, "typo.yaml", temprature=1), "--out", out))
-    assert "sum to 1" in one_line_error(invoke("run", "--config", write_config(tmp_path, pair, "weights.yaml", combinations=[{"rule": "we", "weights": [0.5, 0.6]}])))
+    assert "sum to 1" in one_line_error(
+        invoke("run", "--config", write_config(tmp_path, pair, "weights.yaml", combinations=[{"rule": "we", "weights": [0.5, 0.6]}]))
+    )
     assert "gamma" in one_line_error(invoke("run", "--config", config, "--gamma", "small=0", "--out", out))
     assert "gamma" in one_line_error(invoke("run", "--config", config, "--gamma", "small", "--out", out))
     assert "temperature" in one_line_error(invoke("run", "--config", config, "--temperature", "-1", "--out", out))

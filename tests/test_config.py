@@ -307,7 +307,13 @@ def test_round_trip_through_json_and_yaml():
 
 
 def test_sweep_cells_full_grid():
-    sweep = {"lambda": [0.2, 0.5, 0.8], "mu": [0.1, 0.5], "gamma": {"small": [1, 3, 5]}, "temperature": [0.0, 1.0], "proposer": ["small", "large"]}
+    sweep = {
+        "lambda": [0.2, 0.5, 0.8],
+        "mu": [0.1, 0.5],
+        "gamma": {"small": [1, 3, 5]},
+        "temperature": [0.0, 1.0],
+        "proposer": ["small", "large"],
+    }
     cells = sweep_cells(parse_config(base(sweep=sweep), "x"))
     assert len(cells) == 3 * 2 * 3 * 2 * 2
     labels = [label for label, _ in cells]
@@ -327,7 +333,10 @@ def test_sweep_relabels_and_collapses_we_combinations():
 
 def test_sweep_keeps_untouched_labels():
     data = base(combinations=[{"rule": "we", "label": "mine"}, BASE["combinations"][1]], sweep={"mu": [0.2, 0.3]})
-    assert [[c.label for c in cfg.combinations] for _, cfg in sweep_cells(parse_config(data, "x"))] == [["mine", "cd-0.2"], ["mine", "cd-0.3"]]
+    assert [[c.label for c in cfg.combinations] for _, cfg in sweep_cells(parse_config(data, "x"))] == [
+        ["mine", "cd-0.2"],
+        ["mine", "cd-0.3"],
+    ]
 
 
 def test_empty_sweep_says_how_to_add_one():

@@ -136,8 +136,14 @@ def test_quality_identical_and_paper(summary):
 
 def test_row_order_is_task_setting_temperature_method(summary):
     order = list(zip(summary["task"], summary["method"]))
-    assert order == [("gsm8k", "vanilla"), ("gsm8k", "sd"), ("gsm8k", "cos"),
-                     ("humaneval", "vanilla"), ("humaneval", "sd"), ("humaneval", "cos")]
+    assert order == [
+        ("gsm8k", "vanilla"),
+        ("gsm8k", "sd"),
+        ("gsm8k", "cos"),
+        ("humaneval", "vanilla"),
+        ("humaneval", "sd"),
+        ("humaneval", "cos"),
+    ]
     shuffled = summarize(frame(fixture_records()[::-1]))
     assert list(zip(shuffled["task"], shuffled["method"])) == order
 

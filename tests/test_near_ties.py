@@ -29,13 +29,23 @@ def _module():
 def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
     small, large = save_tiny_pair(tmp_path / "models")
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "tiny",
-        "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
-        "combinations": [{"rule": "cd", "mu": 0.1, "expert": "large", "amateur": "small"}],
-        "methods": ["vanilla", "cos"], "tasks": ["gsm8k"], "limit": 1, "max_new_tokens": 6,
-        "data_dir": str(DATA), "warmup": 0, "dtype": "float32", "temperature": 0,
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
+                "combinations": [{"rule": "cd", "mu": 0.1, "expert": "large", "amateur": "small"}],
+                "methods": ["vanilla", "cos"],
+                "tasks": ["gsm8k"],
+                "limit": 1,
+                "max_new_tokens": 6,
+                "data_dir": str(DATA),
+                "warmup": 0,
+                "dtype": "float32",
+                "temperature": 0,
+            }
+        )
+    )
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -73,5 +83,7 @@ def test_verdict_calls_rounding_only_when_every_gap_is_inside_the_low_precision_
     assert not any("rounding flips" in line for line in outside)
 
     alone = verdict([-0.5], [], "float32", None)
-    assert alone == ["|gap| at float32: max 0.5000, median 0.5000 over 1 decodes",
-                     "In 1 of 1 cases, vanilla's own choice is the float32 loser."]
+    assert alone == [
+        "|gap| at float32: max 0.5000, median 0.5000 over 1 decodes",
+        "In 1 of 1 cases, vanilla's own choice is the float32 loser.",
+    ]

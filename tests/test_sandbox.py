@@ -299,24 +299,24 @@ def test_writing_and_deleting_outside_the_sandbox(strong: Isolation, outside) ->
     program = f"""
     import os, shutil
     done = []
-    for path in {targets['delete']!r}:
+    for path in {targets["delete"]!r}:
         try:
             os.remove(path); done.append(path)
         except OSError:
             pass
-    for path in {targets['write']!r}:
+    for path in {targets["write"]!r}:
         try:
             with open(path, "w") as f:
                 f.write("pwned")
             done.append(path)
         except OSError:
             pass
-    for path in {targets['rmtree']!r}:
+    for path in {targets["rmtree"]!r}:
         try:
             shutil.rmtree(path); done.append(path)
         except OSError:
             pass
-    for path in {targets.get('private', [])!r}:
+    for path in {targets.get("private", [])!r}:
         with open(path, "w") as f:  # succeeds: the sandbox's own /tmp, /dev/shm, /var/tmp
             f.write("private")
     raise SystemExit(0 if done else 1)

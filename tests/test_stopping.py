@@ -93,7 +93,10 @@ def real_texts() -> list[str]:
 
     code = [r["prompt"] + r["canonical_solution"] + "\n\ndef check(candidate):\n    pass\n" for r in rows("humaneval_test.jsonl.gz", 24)]
     math = [f"Question: {r['question']}\nAnswer: {r['answer']}\n\n\n" for r in rows("gsm8k_test.jsonl.gz", 24)]
-    mmlu = [r["question"] + "".join(f"\n{k}. {c}" for k, c in zip("ABCD", r["choices"])) + "\nAnswer: B\n" for r in rows("mmlu_test.jsonl.gz", 24)]
+    mmlu = [
+        r["question"] + "".join(f"\n{k}. {c}" for k, c in zip("ABCD", r["choices"])) + "\nAnswer: B\n"
+        for r in rows("mmlu_test.jsonl.gz", 24)
+    ]
     return code + math + mmlu
 
 
@@ -130,7 +133,9 @@ def byte_level_bpe():
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tokenizer.train_from_iterator(training_corpus(), trainer)
     return wrap(tokenizer, eos_token="<|endoftext|>")
 
@@ -179,7 +184,12 @@ def wordpiece():
     return wrap(tokenizer, unk_token="[UNK]", sep_token="[SEP]", clean_up_tokenization_spaces=True)
 
 
-TOKENIZERS = {"byte_level_bpe": byte_level_bpe, "sentencepiece_bpe": sentencepiece_bpe, "sentencepiece_unigram": sentencepiece_unigram, "wordpiece": wordpiece}
+TOKENIZERS = {
+    "byte_level_bpe": byte_level_bpe,
+    "sentencepiece_bpe": sentencepiece_bpe,
+    "sentencepiece_unigram": sentencepiece_unigram,
+    "wordpiece": wordpiece,
+}
 
 
 @cache  # sentencepiece_unigram reuses sentencepiece_bpe's pieces

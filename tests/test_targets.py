@@ -21,11 +21,20 @@ def _module():
 
 def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=None, identical=None, alpha=None, loop=None, se=None):
     return {
-        "run": run, "sweep_gamma.small": GAMMA_OF[run], "sweep_temperature": temperature, "task": "gsm8k", "setting": "we-0.5", "temperature": temperature, "method": method,
-        "n_examples": 4, "speedup_mean": speedup, "speedup_decode": speedup,
+        "run": run,
+        "sweep_gamma.small": GAMMA_OF[run],
+        "sweep_temperature": temperature,
+        "task": "gsm8k",
+        "setting": "we-0.5",
+        "temperature": temperature,
+        "method": method,
+        "n_examples": 4,
+        "speedup_mean": speedup,
+        "speedup_decode": speedup,
         "theoretical_speedup": "n/a" if theory is None else theory,
         "measured_over_theoretical": "n/a" if ratio is None else ratio,
-        "alpha_expected": "n/a" if alpha is None else alpha, "c": 0.4,
+        "alpha_expected": "n/a" if alpha is None else alpha,
+        "c": 0.4,
         "framework_overhead": "n/a" if overhead is None else overhead,
         "loop_overhead": "n/a" if loop is None else loop,
         "speedup_prompt_se": "n/a" if se is None else se,
@@ -56,8 +65,10 @@ def test_tallies_count_each_target_and_name_the_misses(tmp_path):
     targets = _module()
     lines = targets.tallies(targets.load(_summary(tmp_path)))
     assert lines[0].startswith("cos faster than vanilla: 2 / 2 groups")
-    assert lines[1] == ("cos not slower than sd: 1 / 2 groups (cos/sd 0.85-1.20); misses (speedup ± standard error over "
-                        "prompts): γ=1, T=1 gsm8k we-0.5 cos 1.10 ± 0.20 vs sd 1.30 ± 0.10")
+    assert lines[1] == (
+        "cos not slower than sd: 1 / 2 groups (cos/sd 0.85-1.20); misses (speedup ± standard error over "
+        "prompts): γ=1, T=1 gsm8k we-0.5 cos 1.10 ± 0.20 vs sd 1.30 ± 0.10"
+    )
     assert lines[2].startswith("hf-ensemble faster than cos: 1 / 2 WE groups")
     assert lines[3].startswith("cos measured/theory >= 0.9: 1 / 2 groups") and "γ=1, T=1 gsm8k we-0.5 0.70" in lines[3]
     assert lines[5].startswith("vanilla overhead <= 1.1: 1 / 2 groups") and "1.20" in lines[5]

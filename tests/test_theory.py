@@ -110,12 +110,8 @@ def test_theoretical_speedup_dispatch():
     assert theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1]) == pytest.approx(naive_cos_speedup(0.5, 0.2, 5))
     assert theoretical_speedup("cos", 2, 0.5, 0.2, [5, 1]) == pytest.approx(apf_speedup(0.5, 0.2, 5, 1))
     # the default proposer need not be listed first
-    assert theoretical_speedup("cos", 2, 0.5, 0.2, [1, 5], proposer_index=1) == pytest.approx(
-        apf_speedup(0.5, 0.2, 5, 1)
-    )
-    assert theoretical_speedup("sd", 2, 0.5, 0.2, [1, 5], proposer_index=1) == pytest.approx(
-        naive_cos_speedup(0.5, 0.2, 5)
-    )
+    assert theoretical_speedup("cos", 2, 0.5, 0.2, [1, 5], proposer_index=1) == pytest.approx(apf_speedup(0.5, 0.2, 5, 1))
+    assert theoretical_speedup("sd", 2, 0.5, 0.2, [1, 5], proposer_index=1) == pytest.approx(naive_cos_speedup(0.5, 0.2, 5))
 
 
 @pytest.mark.parametrize(
@@ -157,6 +153,7 @@ def test_bad_inputs_raise(call):
 
 # --- the same expectation with the verifier's measured (γq+1)-token pass cost ρ -------------------
 
+
 @pytest.mark.parametrize("alpha", ALPHAS)
 @pytest.mark.parametrize("c", CS)
 @pytest.mark.parametrize("gamma", [1, 2, 5])
@@ -176,17 +173,17 @@ def test_measured_pass_hand_computed():
 
 
 def test_a_costlier_pass_predicts_less():
-    for rule in (lambda rho: naive_cos_speedup_measured_pass(0.7, 0.25, 3, rho),
-                 lambda rho: apf_speedup_measured_pass(0.7, 0.25, 3, 1, rho)):
+    for rule in (
+        lambda rho: naive_cos_speedup_measured_pass(0.7, 0.25, 3, rho),
+        lambda rho: apf_speedup_measured_pass(0.7, 0.25, 3, 1, rho),
+    ):
         predictions = [rule(rho) for rho in (0.5, 1.0, 1.5, 3.2, 10.0)]
         assert all(a > b for a, b in zip(predictions, predictions[1:])), predictions
 
 
 def test_dispatch_with_pass_cost():
     assert theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1], pass_cost=3.2) == pytest.approx(1.1625 / (0.5 * 4.2))
-    assert theoretical_speedup("cos", 2, 0.5, 0.2, [1, 5], proposer_index=1, pass_cost=2.0) == pytest.approx(
-        1.1625 / (0.5 * 2.9)
-    )
+    assert theoretical_speedup("cos", 2, 0.5, 0.2, [1, 5], proposer_index=1, pass_cost=2.0) == pytest.approx(1.1625 / (0.5 * 2.9))
     assert theoretical_speedup("vanilla", 2, None, None, [5, 1], pass_cost=3.2) == 1.0
     assert theoretical_speedup("cos", 3, 0.5, 0.2, [1, 1, 1], pass_cost=2.0) is None  # no n-model formula
     assert theoretical_speedup("hf-ensemble", 2, 0.5, 0.2, [5, 1], pass_cost=2.0) is None
@@ -194,9 +191,11 @@ def test_dispatch_with_pass_cost():
 
 @pytest.mark.parametrize("rho", [0.0, -1.0, math.nan, math.inf, True, "2"])
 def test_bad_pass_cost_is_a_one_line_error(rho):
-    for call in (lambda: naive_cos_speedup_measured_pass(0.5, 0.2, 5, rho),
-                 lambda: apf_speedup_measured_pass(0.5, 0.2, 5, 1, rho),
-                 lambda: theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1], pass_cost=rho)):
+    for call in (
+        lambda: naive_cos_speedup_measured_pass(0.5, 0.2, 5, rho),
+        lambda: apf_speedup_measured_pass(0.5, 0.2, 5, 1, rho),
+        lambda: theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1], pass_cost=rho),
+    ):
         with pytest.raises(CosBenchError) as err:
             call()
         assert "pass_cost" in str(err.value) and "\n" not in str(err.value)

@@ -127,8 +127,6 @@ def test_calibrate_on_real_clocks_gives_consistent_ratios():
     cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 2), proposer="small")
     calibration = bench.calibrate(cfg, SimpleNamespace(runners=runners, device=CPU), PROMPTS, Console(file=io.StringIO()))
     for name in ("small", "large"):
-        assert calibration["pass_cost"][name] == pytest.approx(
-            calibration["pass_seconds"][name] / calibration["step_seconds"][name]
-        )
+        assert calibration["pass_cost"][name] == pytest.approx(calibration["pass_seconds"][name] / calibration["step_seconds"][name])
     assert {k for _, k, keep in runners[1].feeds if keep > 1} == {4}  # large's timed passes: γ_small + 1 tokens
     assert {k for _, k, keep in runners[0].feeds if keep > 1} == {3}

@@ -22,6 +22,13 @@ def get_task(name: str) -> Task:
 
 
 __all__ = [
-    "DATA_DIR_ENV", "PROMPT_FORMAT_VERSION", "TASK_NAMES", "DataSource", "Example", "Score", "Task",
-    "get_task", "resolve_data_source",
+    "DATA_DIR_ENV",
+    "PROMPT_FORMAT_VERSION",
+    "TASK_NAMES",
+    "DataSource",
+    "Example",
+    "Score",
+    "Task",
+    "get_task",
+    "resolve_data_source",
 ]

@@ -81,9 +81,7 @@ class Task(ABC):
         """The part of the generated text that gets scored."""
 
     @abstractmethod
-    def score_many(
-        self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False
-    ) -> list[Score]:
+    def score_many(self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False) -> list[Score]:
         """One Score per (example, completion) pair."""
 
 

@@ -109,15 +109,13 @@ def _load_local(path: Path, split: Split):
 
     if _is_blank(path):  # `datasets` would only say "StopIteration" or "corresponds to no data"
         raise CosBenchError(
-            f"{path} is empty: replace it with the rows of {split.hub_id} (split {split.hub_split}), "
-            "one JSON object a line"
+            f"{path} is empty: replace it with the rows of {split.hub_id} (split {split.hub_split}), one JSON object a line"
         )
     try:
         dataset = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as exc:  # datasets wraps parse errors in several types; all mean a bad file
         raise CosBenchError(
-            f"{path} is not valid JSON Lines ({_root_cause(exc)}): replace it with a good copy, "
-            "one JSON object a line"
+            f"{path} is not valid JSON Lines ({_root_cause(exc)}): replace it with a good copy, one JSON object a line"
         ) from exc
     if len(dataset) == 0:
         raise CosBenchError(f"{path} has no rows: replace it with a good copy, one JSON object a line")
@@ -161,6 +159,4 @@ def require_fields(rows: Sequence[dict[str, Any]], fields: Sequence[str], where:
     for index, row in enumerate(rows):
         missing = [field for field in fields if row.get(field) is None]
         if missing:
-            raise CosBenchError(
-                f"row {index} of {where} has no {', '.join(missing)}: replace the file with a good copy"
-            )
+            raise CosBenchError(f"row {index} of {where} has no {', '.join(missing)}: replace the file with a good copy")

@@ -87,10 +87,7 @@ class GSM8K(Task):
     ) -> list[Example]:
         rows = load_rows(source, TEST)
         shots = tuple(load_rows(source, TRAIN)[:NUM_SHOTS])
-        return [
-            Example(self.name, f"gsm8k/test/{index}", rows[index], shots)
-            for index in select_rows(len(rows), limit, offset, seed)
-        ]
+        return [Example(self.name, f"gsm8k/test/{index}", rows[index], shots) for index in select_rows(len(rows), limit, offset, seed)]
 
     def build_prompt(self, example: Example, tokenizer: Any, chat: bool) -> str:
         question = example.row["question"].strip()
@@ -105,9 +102,7 @@ class GSM8K(Task):
     def completion_for_scoring(self, example: Example, generated_text: str) -> str:
         return cut_at_stop(generated_text, self.stop_strings).strip()
 
-    def score_many(
-        self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False
-    ) -> list[Score]:
+    def score_many(self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False) -> list[Score]:
         check_lengths(examples, completions)
         return [score_completion(example.row, completion) for example, completion in zip(examples, completions)]
 

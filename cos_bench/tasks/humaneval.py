@@ -31,7 +31,10 @@ from cos_bench.tasks.base import Example, Score, Task, chat_prompt, check_length
 from cos_bench.tasks.data import DataSource, Split, load_rows, select_rows
 
 TEST = Split(
-    "openai/openai_humaneval", None, "test", "humaneval_test",
+    "openai/openai_humaneval",
+    None,
+    "test",
+    "humaneval_test",
     ("task_id", "prompt", "canonical_solution", "test", "entry_point"),
 )
 TIMEOUT_S = 10.0  # per program; the slowest canonical solution takes well under a second
@@ -46,9 +49,7 @@ _CHAT_INSTRUCTION = (
 _RESPONSE_PREFIX = "```python\n{prompt}"
 _CLOSING_FENCE = "\n```"
 # An opening fence (maybe tagged python) to a closing fence, or to the end of a truncated reply.
-_FENCED = re.compile(
-    r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE
-)
+_FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE | re.IGNORECASE)
 # Defined after the tests, so the solution cannot define it first. A result the solution built
 # from its own classes could compare equal to anything (`__eq__` returning True, `__sub__`
 # returning 0): the dataset's answers are plain built-in values, so such a result is refused,
@@ -91,7 +92,7 @@ def extract_code(generated_text: str, entry_point: str, stop_strings: Sequence[s
         code = next((b for b in blocks if _defines(b, entry_point)), blocks[0])
     elif _defines(generated_text, entry_point):
         start = _TOP_LEVEL_CODE.search(generated_text)  # skip any prose before the code
-        code = generated_text[start.start():] if start else generated_text
+        code = generated_text[start.start() :] if start else generated_text
     else:
         return cut_at_stop(generated_text, stop_strings)
     guard = _MAIN_GUARD.search(code)  # a demo under __main__ would run (and might exit 0 early)
@@ -160,9 +161,7 @@ class HumanEval(Task):
             generated_text = generated_text.split(_CLOSING_FENCE)[0]
         return extract_code(generated_text, example.row["entry_point"], self.stop_strings)
 
-    def score_many(
-        self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False
-    ) -> list[Score]:
+    def score_many(self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False) -> list[Score]:
         check_lengths(examples, completions)
         if not code_eval_allowed(allow_code_eval):
             detail = f"running model-written code is off: pass --allow-code-eval or set {CODE_EVAL_ENV}=1"

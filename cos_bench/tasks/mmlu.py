@@ -82,9 +82,7 @@ class MMLU(Task):
         rows = load_rows(source, TEST)
         for index, row in enumerate(rows):
             if len(row["choices"]) != len(LETTERS) or row["answer"] not in range(len(LETTERS)):
-                raise CosBenchError(
-                    f"MMLU test row {index} needs 4 choices and an answer 0-3: replace the file with a good copy"
-                )
+                raise CosBenchError(f"MMLU test row {index} needs 4 choices and an answer 0-3: replace the file with a good copy")
         indices = _subject_filter(rows, subjects)
         shots_by_subject: dict[str, list[dict]] = {}
         for row in load_rows(source, DEV):
@@ -110,9 +108,7 @@ class MMLU(Task):
         # No cut at "\n": a chat reply may reason over several lines before its answer.
         return generated_text.strip()
 
-    def score_many(
-        self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False
-    ) -> list[Score]:
+    def score_many(self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False) -> list[Score]:
         check_lengths(examples, completions)
         return [score_completion(example.row, completion) for example, completion in zip(examples, completions)]
 
@@ -132,8 +128,6 @@ def _subject_filter(rows: Sequence[Mapping[str, Any]], subjects: Sequence[str] |
     known = sorted({row["subject"] for row in rows})
     unknown = [s for s in subjects if s not in known]
     if unknown:
-        raise CosBenchError(
-            f"unknown MMLU subject(s) {', '.join(unknown)}: choose from {', '.join(known)}"
-        )
+        raise CosBenchError(f"unknown MMLU subject(s) {', '.join(unknown)}: choose from {', '.join(known)}")
     wanted = set(subjects)
     return [i for i, row in enumerate(rows) if row["subject"] in wanted]

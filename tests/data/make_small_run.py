@@ -41,19 +41,44 @@ from pathlib import Path
 HERE = Path(__file__).parent / "small_run"
 TOKENS = {"e1": 100, "e2": 60}
 SECONDS = {
-    ("gsm8k", "vanilla"): (2.0, 2.0), ("gsm8k", "sd"): (1.0, 1.5), ("gsm8k", "cos"): (0.8, 1.0),
-    ("humaneval", "vanilla"): (4.0, 2.0), ("humaneval", "sd"): (2.0, 1.2), ("humaneval", "cos"): (1.25, 1.0),
+    ("gsm8k", "vanilla"): (2.0, 2.0),
+    ("gsm8k", "sd"): (1.0, 1.5),
+    ("gsm8k", "cos"): (0.8, 1.0),
+    ("humaneval", "vanilla"): (4.0, 2.0),
+    ("humaneval", "sd"): (2.0, 1.2),
+    ("humaneval", "cos"): (1.25, 1.0),
 }
 FORWARD_SHARES = {"e1": (0.2, 0.6), "e2": (0.1, 0.4)}  # per model: forward seconds / total seconds
 COS_ALPHA_SUMS = {"gsm8k": (64.0, 14.0, 34.0, 8.0), "humaneval": (56.0, 12.0, 30.0, 7.0)}
 
 
-def model(name, calls, tokens_fed, drafted=0, accepted=0, bonus_drafted=0, bonus_accepted=0, verified=0,
-          alpha_sum=0.0, drafted_at=(), accepted_at=()):
-    return {"name": name, "forward_calls": calls, "tokens_fed": tokens_fed, "forward_seconds": 0.0,
-            "drafted": drafted, "accepted": accepted, "bonus_drafted": bonus_drafted,
-            "bonus_accepted": bonus_accepted, "verified": verified, "alpha_sum": alpha_sum,
-            "drafted_by_position": list(drafted_at), "accepted_by_position": list(accepted_at)}
+def model(
+    name,
+    calls,
+    tokens_fed,
+    drafted=0,
+    accepted=0,
+    bonus_drafted=0,
+    bonus_accepted=0,
+    verified=0,
+    alpha_sum=0.0,
+    drafted_at=(),
+    accepted_at=(),
+):
+    return {
+        "name": name,
+        "forward_calls": calls,
+        "tokens_fed": tokens_fed,
+        "forward_seconds": 0.0,
+        "drafted": drafted,
+        "accepted": accepted,
+        "bonus_drafted": bonus_drafted,
+        "bonus_accepted": bonus_accepted,
+        "verified": verified,
+        "alpha_sum": alpha_sum,
+        "drafted_by_position": list(drafted_at),
+        "accepted_by_position": list(accepted_at),
+    }
 
 
 def accounting(task, method, example, tokens):
@@ -66,10 +91,22 @@ def accounting(task, method, example, tokens):
         return [model("small", 50, 50, 50, 40, 0, 0, 50, 35.0, [30, 20], [25, 15]), model("large", 30, 80)], 20, 0
     sums = COS_ALPHA_SUMS[task]
     if example == "e1":
-        return [model("small", 60, 100, 80, 60, 0, 0, 80, sums[0], [50, 30], [40, 20]),
-                model("large", 45, 100, 0, 0, 20, 15, 20, sums[1], [20], [15])], 25, 0
-    return [model("small", 30, 50, 40, 36, 0, 0, 40, sums[2], [25, 15], [22, 14]),
-            model("large", 25, 50, 0, 0, 10, 8, 10, sums[3], [10], [8])], 16, 0
+        return (
+            [
+                model("small", 60, 100, 80, 60, 0, 0, 80, sums[0], [50, 30], [40, 20]),
+                model("large", 45, 100, 0, 0, 20, 15, 20, sums[1], [20], [15]),
+            ],
+            25,
+            0,
+        )
+    return (
+        [
+            model("small", 30, 50, 40, 36, 0, 0, 40, sums[2], [25, 15], [22, 14]),
+            model("large", 25, 50, 0, 0, 10, 8, 10, sums[3], [10], [8]),
+        ],
+        16,
+        0,
+    )
 
 
 def correct(task, method, example):
@@ -90,30 +127,64 @@ def record(task, method, example):
     is_correct = correct(task, method, example)
     return {
         "key": f"{task}|{example}|we-0.5|{method}|0",
-        "run_label": "small", "task": task, "example_id": example, "setting": "we-0.5", "rule": "we",
-        "method": method, "repeat": 0, "seed": 0, "temperature": 0.0, "n_models": 2,
-        "gammas": {"small": 2, "large": 1}, "proposer": "small", "paper_setting": "qwen-1.5b-we",
-        "prompt_tokens": 20, "new_tokens": tokens, "token_ids": token_ids, "text": "…", "stop_reason": "eos",
+        "run_label": "small",
+        "task": task,
+        "example_id": example,
+        "setting": "we-0.5",
+        "rule": "we",
+        "method": method,
+        "repeat": 0,
+        "seed": 0,
+        "temperature": 0.0,
+        "n_models": 2,
+        "gammas": {"small": 2, "large": 1},
+        "proposer": "small",
+        "paper_setting": "qwen-1.5b-we",
+        "prompt_tokens": 20,
+        "new_tokens": tokens,
+        "token_ids": token_ids,
+        "text": "…",
+        "stop_reason": "eos",
         "timing": {"total_s": total, "first_token_s": 0.1, "decode_s": round(total - 0.1, 6)},
-        "accounting": {"method": method, "token_ids": token_ids, "stop_reason": "eos", "models": models,
-                       "corrections": corrections, "direct_samples": direct,
-                       "first_token_seconds": 0.1, "total_seconds": total},
-        "score": {"correct": is_correct, "extracted": None, "verdict": "unscored" if is_correct is None else
-                  ("correct" if is_correct else "wrong"), "detail": ""},
+        "accounting": {
+            "method": method,
+            "token_ids": token_ids,
+            "stop_reason": "eos",
+            "models": models,
+            "corrections": corrections,
+            "direct_samples": direct,
+            "first_token_seconds": 0.1,
+            "total_seconds": total,
+        },
+        "score": {
+            "correct": is_correct,
+            "extracted": None,
+            "verdict": "unscored" if is_correct is None else ("correct" if is_correct else "wrong"),
+            "detail": "",
+        },
         "calibration": {"step_seconds": {"small": 0.01, "large": 0.04}, "c": 0.25},
     }
 
 
 def main() -> None:
     HERE.mkdir(exist_ok=True)
-    lines = [json.dumps(record(task, method, example))
-             for task in ("gsm8k", "humaneval") for method in ("vanilla", "sd", "cos") for example in ("e1", "e2")]
+    lines = [
+        json.dumps(record(task, method, example))
+        for task in ("gsm8k", "humaneval")
+        for method in ("vanilla", "sd", "cos")
+        for example in ("e1", "e2")
+    ]
     (HERE / "records.jsonl").write_text("\n".join(lines) + "\n")
-    manifest = {"config": {"note": "hand-made test fixture"}, "versions": {}, "hardware": {}, "git_revision": None,
-                "models": [{"name": "small"}, {"name": "large"}], "prompt_format_version": "test",
-                "created": "2026-01-01T00:00:00+00:00",
-                "calibration": {"step_seconds": {"small": 0.01, "large": 0.04}, "c": 0.25,
-                                "c_how": "fixture", "proposer": "small"}}
+    manifest = {
+        "config": {"note": "hand-made test fixture"},
+        "versions": {},
+        "hardware": {},
+        "git_revision": None,
+        "models": [{"name": "small"}, {"name": "large"}],
+        "prompt_format_version": "test",
+        "created": "2026-01-01T00:00:00+00:00",
+        "calibration": {"step_seconds": {"small": 0.01, "large": 0.04}, "c": 0.25, "c_how": "fixture", "proposer": "small"},
+    }
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
