@@ -79,7 +79,7 @@ COLUMN_DOCS: dict[str, str] = {
     ),
     "quality": "measured: share of scored decodes judged correct (pass@1 for code)",
     "identical_to_vanilla": "measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat",
-    "paper_speedup": "from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting",
+    "paper_speedup": "from the paper (docs/design.md §5): CoS over vanilla, where the run names a paper setting",
 }
 
 

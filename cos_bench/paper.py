@@ -1,4 +1,4 @@
-"""The speedups the CoS paper reports (DESIGN.md §5), as data for the report.
+"""The speedups the CoS paper reports (docs/design.md §5), as data for the report.
 
 Keys are (setting, temperature): a temperature of None means the paper does not
 state it, so the number is shown beside runs at any temperature. Values are CoS
@@ -20,7 +20,7 @@ PAPER_SETTINGS: Mapping[str, str] = MappingProxyType(
         "qwen-3model-we": "WE w=1/3, Qwen2.5-1.5B-Instruct + Coder + Math",
         "llama3-cd": "CD μ=0.1, Llama-3.2-1B (amateur) + Llama-3.1-8B-Instruct",
         "llama2-cd": "CD μ=0.1, Llama-68M (amateur) + Llama-2-7B",
-        "opt-cd": "CD with OPT models (DESIGN.md gives no number: reported n/a)",
+        "opt-cd": "CD with OPT models (docs/design.md gives no number: reported n/a)",
     }
 )
 
@@ -34,14 +34,14 @@ PAPER_SPEEDUPS: Mapping[tuple[str, float | None], Mapping[str, float]] = Mapping
         ("llama-vicuna-we", 1.0): _row(1.58, 1.52, 1.41, 1.46),
         ("qwen-3b-we", None): _row(1.62, 1.52, 1.42, 1.38),
         ("qwen-1.5b-we", None): _row(1.56, 1.46, 1.34, 1.35),
-        # As printed. DESIGN.md notes the paper's table has GSM8K and CNNDM swapped here
+        # As printed. docs/design.md notes the paper's table has GSM8K and CNNDM swapped here
         # relative to its own raw speeds; we keep the printed values rather than re-derive them.
         ("qwen-3model-we", None): _row(1.85, 1.27, 1.38, 1.53),
         ("llama3-cd", 0.0): _row(2.23, 2.00, 1.77, 1.61),
         ("llama3-cd", 1.0): _row(1.65, 1.44, 1.31, 1.18),
         ("llama2-cd", 0.0): _row(1.26, 1.65, 1.68, 1.30),
         ("llama2-cd", 1.0): _row(1.15, 1.20, 1.37, 1.11),
-        # "opt-cd": no number in DESIGN.md, deliberately absent.
+        # "opt-cd": no number in docs/design.md, deliberately absent.
     }
 )
 

@@ -1,4 +1,4 @@
-"""The paper's speedup formulas (DESIGN.md §4), as pure functions.
+"""The paper's speedup formulas (docs/design.md §4), as pure functions.
 
 Vocabulary: `alpha` is the per-token acceptance rate α = Σ_x min(draft(x), combined(x));
 `c` is (time of one proposer call) / (time of one verifier call); `gamma` is how many
@@ -9,7 +9,7 @@ return None (printed as "n/a") rather than an invented extrapolation.
 
 Both theorems charge the verifier's (γ+1)-token pass as one single-token call. Beside
 them, the same expectation with that pass's measured cost `pass_cost`
-ρ = t_verifier(γ_q + 1 tokens) / t_verifier(1 token) in place of that 1 (DESIGN.md §4);
+ρ = t_verifier(γ_q + 1 tokens) / t_verifier(1 token) in place of that 1 (docs/design.md §4);
 ρ = 1 gives the paper's numbers.
 """
 

@@ -2,10 +2,10 @@
 
 c is measured, never assumed: each model's single-step forward time is timed
 on the run's own prompts (prefill, then one-token steps), and
-c = step time of the proposer / step time of the verifier (DESIGN.md §4).
+c = step time of the proposer / step time of the verifier (docs/design.md §4).
 The k-token pass a verifier makes is timed the same way, and its cost in
 single steps, ρ = pass time / step time, is measured too: the theorems assume
-ρ = 1, which a compute-bound CPU breaks (DESIGN.md §4).
+ρ = 1, which a compute-bound CPU breaks (docs/design.md §4).
 """
 
 from __future__ import annotations

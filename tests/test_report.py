@@ -47,7 +47,7 @@ Speedups compare with `vanilla` of the same run, task, setting and temperature. 
 - **loop overhead**: measured: Σ end-to-end seconds / Σ seconds inside the models' forward calls, same decodes, prefill included; what the decoding loop (combining, sampling, verifying, bookkeeping) adds, free of calibration noise
 - **quality**: measured: share of scored decodes judged correct (pass@1 for code)
 - **identical**: measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat
-- **paper**: from the paper (DESIGN.md §5): CoS over vanilla, where the run names a paper setting
+- **paper**: from the paper (docs/design.md §5): CoS over vanilla, where the run names a paper setting
 
 | task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | c | pass cost ρ | theory | measured/theory | theory (measured pass) | measured/theory (measured pass) | overhead | loop overhead | quality | identical | paper |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |

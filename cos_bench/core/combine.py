@@ -1,6 +1,6 @@
 """Combination rules: n models' next-token logits -> one distribution.
 
-Pure functions over tensors (DESIGN.md §1). Every rule takes the models'
+Pure functions over tensors (docs/design.md §1). Every rule takes the models'
 logits in a fixed role order and a temperature, and returns probabilities
 over the shared vocabulary. Temperature 0 means the argmax of the combined
 distribution, returned as a one-hot vector so that greedy decoding is the

@@ -1,4 +1,4 @@
-"""The speculative engine shared by `sd` and `cos` (DESIGN.md §2–3).
+"""The speculative engine shared by `sd` and `cos` (docs/design.md §2–3).
 
 State: the committed transcript, a list of pending draft tokens beyond it,
 and per model the logits it has computed for pending positions. A pending
