@@ -31,10 +31,11 @@ from cos_bench.core import CORE_METHODS, Contrastive, DecodeResult, DecodeSettin
 from cos_bench.core.combine import CombinationRule
 from cos_bench.core.runner import PREFILL_BUCKET, StaticRunner
 from cos_bench.errors import CosBenchError
-from cos_bench.metrics import summarize
+from cos_bench.metrics import load_records, summarize
 from cos_bench.models import MULTI_GPU, LoadedModel, load_model, resolve_device, shared_vocab_size
+from cos_bench.record import Calibration, RunRecord, Timing
 from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_summary_report
-from cos_bench.storage import ResultsStore, exclusive_writer, load_records, read_manifest, record_key, write_manifest
+from cos_bench.storage import ResultsStore, exclusive_writer, read_manifest, record_key, write_manifest
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Example, Task
 from cos_bench.tasks.data import resolve_data_source
@@ -472,41 +473,46 @@ def execute(
             progress.update(bar, advance=1, live=live.text())
 
 
-def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibration: dict, sweep_values: dict) -> dict:
+def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibration: dict, sweep_values: dict) -> RunRecord:
     settings = settings_for(cfg, job.combination)
     stop = stop_for(job.task, engine, chat, cfg.max_new_tokens)
     seed = example_seed(cfg, job.task.name, job.prompt.index, job.repeat)
     result, total_s = timed(lambda: decode_one(engine, job.method, job.prompt.ids, settings, stop, seed), engine.device)
+    # One total per decode: `timed` synchronises the device before both clock reads, while the
+    # loop's own clock (`total_seconds`) may stop with kernels still queued on an asynchronous
+    # device, so the synchronised wall time is the one recorded, in the timing and the accounting alike.
+    result = dataclasses.replace(result, total_seconds=total_s)
     text = engine.tokenizer.decode(list(result.token_ids), skip_special_tokens=True)
     completion = job.task.completion_for_scoring(job.prompt.example, text)
     (score,) = job.task.score_many([job.prompt.example], [completion], allow_code_eval=cfg.allow_code_eval)
-    first_token_s = min(result.first_token_seconds, total_s)
-    return {
-        "key": job.key,
-        "run_label": cfg.name,
-        "task": job.task.name,
-        "example_id": job.prompt.example.example_id,
-        "setting": job.combination.label,
-        "rule": job.combination.rule,
-        "method": job.method,
-        "repeat": job.repeat,
-        "seed": seed,
-        "temperature": cfg.temperature,
-        "n_models": len(cfg.models),
-        "gammas": dict(cfg.gamma),
-        "proposer": cfg.proposer,
-        "paper_setting": cfg.paper_setting,
-        "prompt_tokens": int(job.prompt.ids.shape[0]),
-        "new_tokens": len(result.token_ids),
-        "token_ids": list(result.token_ids),
-        "text": text,
-        "stop_reason": result.stop_reason,
-        "timing": {"total_s": total_s, "first_token_s": first_token_s, "decode_s": total_s - first_token_s},
-        "accounting": result.to_dict(),
-        "score": dataclasses.asdict(score),
-        "calibration": {key: calibration[key] for key in ("step_seconds", "c", "pass_tokens", "pass_cost")},
-        **({"sweep": sweep_values} if sweep_values else {}),
-    }
+    return RunRecord(
+        key=job.key,
+        run_label=cfg.name,
+        task=job.task.name,
+        example_id=job.prompt.example.example_id,
+        setting=job.combination.label,
+        rule=job.combination.rule,
+        method=job.method,
+        repeat=job.repeat,
+        seed=seed,
+        temperature=cfg.temperature,
+        n_models=len(cfg.models),
+        gammas=dict(cfg.gamma),
+        proposer=cfg.proposer,
+        paper_setting=cfg.paper_setting,
+        prompt_tokens=int(job.prompt.ids.shape[0]),
+        text=text,
+        timing=Timing.of(total_s, result.first_token_seconds),
+        accounting=result,
+        score=score,
+        calibration=Calibration(
+            step_seconds=calibration["step_seconds"],
+            c=calibration["c"],
+            pass_tokens=calibration["pass_tokens"],
+            pass_cost=calibration["pass_cost"],
+        ),
+        sweep=dict(sweep_values),
+    )
 
 
 class LiveRates:
@@ -518,13 +524,12 @@ class LiveRates:
         self.accepted: dict[str, int] = {}
         self.drafted: dict[str, int] = {}
 
-    def add(self, record: dict) -> None:
-        method = record["method"]
-        self.tokens[method] = self.tokens.get(method, 0) + record["new_tokens"]
-        self.seconds[method] = self.seconds.get(method, 0.0) + record["timing"]["total_s"]
-        models = record["accounting"]["models"]
-        self.accepted[method] = self.accepted.get(method, 0) + sum(m["accepted"] + m["bonus_accepted"] for m in models)
-        self.drafted[method] = self.drafted.get(method, 0) + sum(m["drafted"] + m["bonus_drafted"] for m in models)
+    def add(self, record: RunRecord) -> None:
+        method = record.method
+        self.tokens[method] = self.tokens.get(method, 0) + record.new_tokens
+        self.seconds[method] = self.seconds.get(method, 0.0) + record.timing.total_s
+        self.accepted[method] = self.accepted.get(method, 0) + record.accounting.accepted_tokens
+        self.drafted[method] = self.drafted.get(method, 0) + record.accounting.drafted_tokens
 
     def text(self) -> str:
         parts = []

@@ -1,6 +1,6 @@
 """Aggregate per-decode records into one summary row per configuration.
 
-Input is `storage.load_records`'s flat frame. A configuration is a run, task,
+Input is `load_records`'s flat frame, one row per stored `RunRecord`. A configuration is a run, task,
 setting, temperature, method, proposer and γ values (plus sweep values for sweep
 cells); every comparison with `vanilla` is within the same run, task, setting
 and temperature. `COLUMN_DOCS` says how each column is computed; the report
@@ -9,21 +9,25 @@ prints it, so the definitions live in one place.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cos_bench import theory
 from cos_bench.paper import paper_speedup
-from cos_bench.storage import ordered_gammas, sum_position_counts
+from cos_bench.record import RunRecord
+from cos_bench.storage import read_runs
 
-METHOD_ORDER = ("vanilla", "sd", "cos", "hf-ensemble")
+METHOD_ORDER = theory.KNOWN_METHODS  # report order = registry order (cos_bench.methods.METHOD_NAMES)
 GROUP_KEYS = ("run", "task", "setting", "temperature", "method", "proposer", "gammas_label")
 COMPARE_KEYS = ("run", "task", "setting", "temperature")  # where the vanilla reference is looked for
-FORWARD_CALLS_PREFIX = "forward_calls."  # per-model record columns written by storage.flatten_record
-SWEEP_PREFIX = "sweep_"
+FORWARD_CALLS_PREFIX = "forward_calls."  # per-model record columns written by flatten_record
+SWEEP_PREFIX = "sweep_"  # one column per swept parameter, written by flatten_record
 
 COLUMN_DOCS: dict[str, str] = {
     "n_examples": "measured: distinct prompts",
@@ -81,6 +85,99 @@ COLUMN_DOCS: dict[str, str] = {
     "identical_to_vanilla": "measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat",
     "paper_speedup": "from the paper (docs/design.md §5): CoS over vanilla, where the run names a paper setting",
 }
+
+
+# --- records as rows ----------------------------------------------------------------
+
+
+def load_records(folders: Sequence[Path]) -> pd.DataFrame:
+    """All records of the given results folders as one flat DataFrame, one row per record; `run` is the folder name."""
+    return pd.DataFrame([flatten_record(stored.record, run=stored.run) for stored in read_runs(folders)])
+
+
+def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
+    """One record as flat columns.
+
+    Per-model accounting is pooled over models (drafted, accepted, verified,
+    alpha_sum, by-position lists, forward seconds as `forward_s`) except forward calls, kept per model as
+    `forward_calls.<model>`; the sweep dict becomes `sweep_<param>` columns.
+    """
+    models = record.accounting.models
+    calibration = record.calibration
+    row: dict[str, Any] = {
+        "run": run,
+        "key": record.key,
+        "run_label": record.run_label,
+        "task": record.task,
+        "example_id": str(record.example_id),
+        "setting": record.setting,
+        "rule": record.rule,
+        "method": record.method,
+        "repeat": record.repeat,
+        "seed": record.seed,
+        "temperature": float(record.temperature),
+        "n_models": record.n_models,
+        "proposer": record.proposer,
+        "prompt_tokens": record.prompt_tokens,
+        "new_tokens": record.new_tokens,
+        "token_ids": list(record.token_ids),
+        "text": record.text,
+        "stop_reason": record.stop_reason,
+        "paper_setting": record.paper_setting,
+        "gammas": dict(record.gammas),
+        "gammas_label": gammas_label(record.gammas, record.proposer),
+        "total_s": float(record.timing.total_s),
+        "first_token_s": float(record.timing.first_token_s),
+        "decode_s": float(record.timing.decode_s),
+        "correct": record.score.correct,
+        "extracted": record.score.extracted,
+        "verdict": record.score.verdict,
+        "score_detail": record.score.detail,
+        "c": math.nan if calibration.c is None else float(calibration.c),
+        "step_seconds": dict(calibration.step_seconds),
+        "pass_cost": dict(calibration.pass_cost or {}),  # per model; {} in records from before it was measured
+    }
+    for field in ("drafted", "accepted", "bonus_drafted", "bonus_accepted", "verified", "alpha_sum"):
+        row[field] = sum(getattr(model, field) for model in models)
+    # Drafts of every kind (bonus included), as the core counts them: `alpha_empirical` is their ratio.
+    row["drafted_tokens"] = record.accounting.drafted_tokens
+    row["accepted_tokens"] = record.accounting.accepted_tokens
+    row["drafted_by_position"] = sum_position_counts(model.drafted_by_position for model in models)
+    row["accepted_by_position"] = sum_position_counts(model.accepted_by_position for model in models)
+    row["forward_s"] = sum(float(model.forward_seconds) for model in models)
+    row["corrections"] = record.accounting.corrections
+    row["direct_samples"] = record.accounting.direct_samples
+    for model in models:
+        row[FORWARD_CALLS_PREFIX + model.name] = model.forward_calls
+    for param, value in record.sweep.items():
+        # Lists (e.g. a γ pair) become JSON text so they can be grouped on.
+        row[SWEEP_PREFIX + param] = value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
+    return row
+
+
+def gammas_label(gammas: Mapping[str, int], proposer: str) -> str:
+    """γ values as "5,1": the proposer's first, then the others in their stored order."""
+    return ",".join(str(g) for g in ordered_gammas(gammas, proposer))
+
+
+def ordered_gammas(gammas: Mapping[str, int], proposer: str) -> list[int]:
+    """γ values ordered [proposer's, others...] as the theory functions expect."""
+    first = [int(gammas[proposer])] if proposer in gammas else []
+    return first + [int(g) for name, g in gammas.items() if name != proposer]
+
+
+def sum_position_counts(lists: Iterable[Sequence[int]]) -> list[int]:
+    """Element-wise sum of per-position counts of different lengths (missing positions count 0)."""
+    total: list[int] = []
+    for values in lists:
+        for index, value in enumerate(values):
+            if index == len(total):
+                total.append(0)
+            total[index] += value
+    return total
+
+
+# --- the summary ------------------------------------------------------------------------
 
 
 def forward_calls_column(model: str) -> str:
@@ -199,8 +296,8 @@ def _decode_rate(group: pd.DataFrame) -> float:
 
 
 def _acceptance_columns(group: pd.DataFrame) -> dict:
-    drafted = group["drafted"].sum() + group["bonus_drafted"].sum()
-    accepted = group["accepted"].sum() + group["bonus_accepted"].sum()
+    drafted = group["drafted_tokens"].sum()
+    accepted = group["accepted_tokens"].sum()
     streak_ends = group["corrections"].sum() + len(group)  # every rejection, plus the end of each decode
     drafted_at = sum_position_counts(group["drafted_by_position"])
     accepted_at = sum_position_counts(group["accepted_by_position"])

@@ -22,8 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
 from cos_bench.errors import CosBenchError
-from cos_bench.metrics import COLUMN_DOCS, SWEEP_PREFIX, summarize, sweep_columns
-from cos_bench.storage import load_records
+from cos_bench.metrics import COLUMN_DOCS, SWEEP_PREFIX, load_records, summarize, sweep_columns
 
 NA = "n/a"
 PANEL_KEYS = ("run", "setting", "temperature")  # one plot panel per run/setting/temperature

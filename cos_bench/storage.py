@@ -9,6 +9,9 @@ One run writes a folder at a time (`exclusive_writer`): two runs resuming the sa
 folder would both run every missing decode and store each one twice. A key stored
 twice all the same (a folder written before the lock existed, a hand-merged file)
 is refused wherever records are read for numbers, never counted twice.
+
+What a line holds is `record.RunRecord`'s business; this module only moves records to
+and from disk. Turning them into rows for analysis is `metrics`'.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ import os
 import socket
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from cos_bench.errors import CosBenchError
+from cos_bench.record import RunRecord
 
 MANIFEST_NAME = "manifest.json"
 RECORDS_NAME = "records.jsonl"
@@ -175,7 +178,7 @@ class ResultsStore:
     def done_keys(self) -> set[str]:
         """Keys of the finished records; repairs a torn last line so the next append starts clean."""
         records, complete_bytes, needs_newline = _scan(self.path)
-        refuse_duplicates(records, self.folder)  # before the repair below: a refused folder is left as it was
+        refuse_duplicates([record["key"] for record in records], self.folder)  # before the repair below: a refused folder is left as it was
         if self.path.exists() and self.path.stat().st_size != complete_bytes:
             # A crash mid-append left a partial line: drop it, else the next record is glued to it.
             with open(self.path, "r+b") as handle:
@@ -188,22 +191,21 @@ class ResultsStore:
         self._keys = {record["key"] for record in records}
         return set(self._keys)
 
-    def append(self, record: Mapping[str, Any]) -> bool:
+    def append(self, record: RunRecord) -> bool:
         """Append one finished record and fsync it; returns False (writes nothing) if its key is already stored."""
-        key = record.get("key")
-        if not isinstance(key, str) or not key:
-            raise ValueError("a record needs a non-empty string 'key' (see record_key)")
+        if not record.key:
+            raise ValueError("a record needs a non-empty key (see record_key)")
         if self._keys is None:
             self.done_keys()
         assert self._keys is not None
-        if key in self._keys:
+        if record.key in self._keys:
             return False
-        line = json.dumps(record, ensure_ascii=False, allow_nan=True) + "\n"
+        line = json.dumps(record.to_json(), ensure_ascii=False, allow_nan=True) + "\n"
         self._write_bytes(line.encode("utf-8"))  # one write: a crash can tear only this line
-        self._keys.add(key)
+        self._keys.add(record.key)
         return True
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[RunRecord]:
         """Every complete record, in file order; read-only, so safe while a run is still appending."""
         return read_records(self.path)
 
@@ -214,19 +216,30 @@ class ResultsStore:
             os.fsync(handle.fileno())
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def read_records(path: Path) -> list[RunRecord]:
     """The complete records of one records.jsonl without creating or repairing anything."""
-    return _scan(Path(path))[0]
+    path = Path(path)
+    return [_record_checked(row, path) for row in _scan(path)[0]]
 
 
-def refuse_duplicates(records: Sequence[Mapping[str, Any]], folder: Path) -> None:
+def _record_checked(row: dict[str, Any], path: Path) -> RunRecord:
+    try:
+        return RunRecord.from_json(row)
+    except (KeyError, TypeError) as err:
+        raise CosBenchError(
+            f"record {row.get('key')!r} in {path} lacks field {err}; it was written by a "
+            "different cos-bench version — re-run into a new folder with this version"
+        ) from None
+
+
+def refuse_duplicates(keys: Sequence[str], folder: Path) -> None:
     """CosBenchError if a key is stored more than once.
 
     Refused rather than deduplicated: within one run `append` never stores a key twice, so a
     repeat means two runs wrote the folder at once, and then both copies were timed while
     sharing the machine — keeping either would report a contended timing as a clean one.
     """
-    counts = Counter(record["key"] for record in records)
+    counts = Counter(keys)
     repeated = [key for key, count in counts.items() if count > 1]
     if repeated:
         extra = sum(counts[key] - 1 for key in repeated)
@@ -278,143 +291,42 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return record
 
 
-# --- loading for analysis ---------------------------------------------------------
+# --- reading several folders -------------------------------------------------------------
 
 
-def load_records(folders: Sequence[Path]) -> pd.DataFrame:
-    """All records of the given results folders as one flat DataFrame, one row per record.
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record and the run it belongs to (its folder's name)."""
 
-    Nested fields become columns (see `flatten_record`); `run` is the folder name.
+    run: str
+    record: RunRecord
+
+
+def read_runs(folders: Sequence[Path]) -> list[StoredRecord]:
+    """Every record of the given results folders, folder by folder, each labelled with its run.
+
     A key stored twice in a folder, or under one run name from two folders (the same
     folder passed twice, say), is refused: it would be counted twice.
     """
-    rows: list[dict[str, Any]] = []
+    stored: list[StoredRecord] = []
     first_seen: dict[tuple[str, str], int] = {}  # (run, key) -> index of the folder it came from
     for index, folder in enumerate(map(Path, folders)):
         if not (folder / RECORDS_NAME).is_file():
             raise CosBenchError(f"{folder} is not a cos-bench results folder (no {RECORDS_NAME}); pass a folder written by `cos-bench run`")
         # Read-only on purpose: a report may run beside a live run, whose torn tail is just unfinished.
-        records = read_records(folder / RECORDS_NAME)
-        refuse_duplicates(records, folder)
-        for record in records:
-            earlier = first_seen.setdefault((folder.name, record["key"]), index)
+        rows = _scan(folder / RECORDS_NAME)[0]
+        refuse_duplicates([row["key"] for row in rows], folder)
+        for row in rows:
+            earlier = first_seen.setdefault((folder.name, row["key"]), index)
             if earlier != index:
                 raise CosBenchError(
                     f"{folders[earlier]} and {folder} are both run {folder.name!r} and hold the same records "
-                    f"(e.g. {record['key']!r}), which would count them twice; pass each folder once, or rename one"
+                    f"(e.g. {row['key']!r}), which would count them twice; pass each folder once, or rename one"
                 )
-            rows.append(_flatten_checked(record, folder))
-    if not rows:
+            stored.append(StoredRecord(run=folder.name, record=_record_checked(row, folder / RECORDS_NAME)))
+    if not stored:
         raise CosBenchError(
             f"no finished records in {', '.join(str(f) for f in folders) or '(no folders)'}; "
             "run `cos-bench run` first (or let a run finish at least one decode)"
         )
-    return pd.DataFrame(rows)
-
-
-def _flatten_checked(record: dict[str, Any], folder: Path) -> dict[str, Any]:
-    try:
-        return flatten_record(record, run=folder.name)
-    except (KeyError, TypeError) as err:
-        raise CosBenchError(
-            f"record {record.get('key')!r} in {folder / RECORDS_NAME} lacks field {err}; it was written by a "
-            "different cos-bench version — re-run into a new folder with this version"
-        ) from None
-
-
-def flatten_record(record: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """One record as flat columns.
-
-    Per-model accounting is pooled over models (drafted, accepted, verified,
-    alpha_sum, by-position lists, forward seconds as `forward_s`) except forward calls, kept per model as
-    `forward_calls.<model>`; the sweep dict becomes `sweep_<param>` columns.
-    """
-    accounting = record["accounting"]
-    models = accounting["models"]
-    row: dict[str, Any] = {"run": run}
-    for field in (
-        "key",
-        "run_label",
-        "task",
-        "example_id",
-        "setting",
-        "rule",
-        "method",
-        "repeat",
-        "seed",
-        "temperature",
-        "n_models",
-        "proposer",
-        "prompt_tokens",
-        "new_tokens",
-        "token_ids",
-        "text",
-        "stop_reason",
-    ):
-        row[field] = record[field]
-    row["example_id"] = str(row["example_id"])
-    row["temperature"] = float(row["temperature"])
-    row["paper_setting"] = record.get("paper_setting")
-    row["gammas"] = dict(record.get("gammas") or {})
-    row["gammas_label"] = gammas_label(row["gammas"], row["proposer"])
-    timing = record["timing"]
-    row["total_s"] = float(timing["total_s"])
-    row["first_token_s"] = float(timing["first_token_s"])
-    row["decode_s"] = float(timing["decode_s"])
-    score = record.get("score") or {}
-    row["correct"] = score.get("correct")
-    row["extracted"] = score.get("extracted")
-    row["verdict"] = score.get("verdict")
-    row["score_detail"] = score.get("detail")
-    calibration = record.get("calibration") or {}
-    row["c"] = _float_or_nan(calibration.get("c"))
-    row["step_seconds"] = dict(calibration.get("step_seconds") or {})
-    row["pass_cost"] = dict(calibration.get("pass_cost") or {})  # per model; {} in records from before it was measured
-    for field in ("drafted", "accepted", "bonus_drafted", "bonus_accepted", "verified", "alpha_sum"):
-        row[field] = sum(model[field] for model in models)
-    row["drafted_by_position"] = sum_position_counts(model["drafted_by_position"] for model in models)
-    row["accepted_by_position"] = sum_position_counts(model["accepted_by_position"] for model in models)
-    row["forward_s"] = sum(float(model["forward_seconds"]) for model in models)
-    row["corrections"] = accounting["corrections"]
-    row["direct_samples"] = accounting["direct_samples"]
-    for model in models:
-        row[f"forward_calls.{model['name']}"] = model["forward_calls"]
-    for param, value in _sweep_of(record).items():
-        # Lists (e.g. a γ pair) become JSON text so they can be grouped on.
-        row[f"sweep_{param}"] = value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
-    return row
-
-
-def gammas_label(gammas: Mapping[str, int], proposer: str) -> str:
-    """γ values as "5,1": the proposer's first, then the others in their stored order."""
-    ordered = ordered_gammas(gammas, proposer)
-    return ",".join(str(g) for g in ordered)
-
-
-def ordered_gammas(gammas: Mapping[str, int], proposer: str) -> list[int]:
-    """γ values ordered [proposer's, others...] as the theory functions expect."""
-    first = [int(gammas[proposer])] if proposer in gammas else []
-    return first + [int(g) for name, g in gammas.items() if name != proposer]
-
-
-def _sweep_of(record: Mapping[str, Any]) -> dict[str, Any]:
-    # Sweep cells carry `sweep: {param: value}`; accept the flat sweep_param/sweep_value pair too.
-    sweep = dict(record.get("sweep") or {})
-    if "sweep_param" in record and record["sweep_param"] is not None:
-        sweep.setdefault(record["sweep_param"], record.get("sweep_value"))
-    return sweep
-
-
-def sum_position_counts(lists: Iterable[Sequence[int]]) -> list[int]:
-    """Element-wise sum of per-position counts of different lengths (missing positions count 0)."""
-    total: list[int] = []
-    for values in lists:
-        for index, value in enumerate(values):
-            if index == len(total):
-                total.append(0)
-            total[index] += value
-    return total
-
-
-def _float_or_nan(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+    return stored

@@ -40,13 +40,13 @@ from cos_bench.tasks.data import resolve_data_source
 def divergences(folder: Path) -> list[dict]:
     """Greedy sd/cos records differing from vanilla, with the first differing position."""
     records = read_records(folder / RECORDS_NAME)
-    vanilla = {(r["task"], r["example_id"], r["setting"], r["repeat"]): r for r in records if r["method"] == "vanilla"}
+    vanilla = {(r.task, r.example_id, r.setting, r.repeat): r for r in records if r.method == "vanilla"}
     found = []
     for record in records:
-        reference = vanilla.get((record["task"], record["example_id"], record["setting"], record["repeat"]))
-        if record["temperature"] != 0 or record["method"] not in ("sd", "cos") or reference is None:
+        reference = vanilla.get((record.task, record.example_id, record.setting, record.repeat))
+        if record.temperature != 0 or record.method not in ("sd", "cos") or reference is None:
             continue
-        ours, theirs = reference["token_ids"], record["token_ids"]
+        ours, theirs = list(reference.token_ids), list(record.token_ids)
         if ours == theirs:
             continue
         t = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
@@ -55,10 +55,10 @@ def divergences(folder: Path) -> list[dict]:
         found.append(
             {
                 "folder": folder.name,
-                "task": record["task"],
-                "example_id": record["example_id"],
-                "setting": record["setting"],
-                "method": record["method"],
+                "task": record.task,
+                "example_id": record.example_id,
+                "setting": record.setting,
+                "method": record.method,
                 "position": t,
                 "prefix": ours[:t],
                 "vanilla_token": ours[t],

@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cos_bench.metrics import summarize
+from cos_bench.metrics import flatten_record, load_records, summarize
 from cos_bench.paper import PAPER_SPEEDUPS, paper_speedup
-from cos_bench.storage import RECORDS_NAME, flatten_record, load_records
+from cos_bench.record import RunRecord
+from cos_bench.report import write_summary_csv
+from cos_bench.storage import RECORDS_NAME, ResultsStore
 
 SMALL_RUN = Path(__file__).parent / "data" / "small_run"
 nan = math.nan
@@ -28,7 +31,8 @@ def fixture_records() -> list[dict]:
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([flatten_record(r, run="r") for r in records])
+    """Hand-edited JSON records read as the file would be, then flattened."""
+    return pd.DataFrame([flatten_record(RunRecord.from_json(r), run="r") for r in records])
 
 
 def row(summary: pd.DataFrame, task: str, method: str) -> pd.Series:
@@ -323,3 +327,38 @@ def test_three_models_have_no_pass_cost_theory():
     s = summarize(frame(records))
     assert s["pass_cost"].isna().all()
     assert s.loc[s["method"] != "vanilla", "theoretical_speedup_measured_pass"].isna().all()
+
+
+# --- records as rows ----------------------------------------------------------------------
+
+
+def test_load_records_flattens_and_labels_runs(tmp_path):
+    second = tmp_path / "second_run"
+    shutil.copytree(SMALL_RUN, second)
+    df = load_records([SMALL_RUN, second])
+    assert len(df) == 24
+    assert df.groupby("run").size().to_dict() == {"second_run": 12, "small_run": 12}
+    cos = df[(df["run"] == "small_run") & (df["task"] == "gsm8k") & (df["method"] == "cos") & (df["example_id"] == "e1")]
+    row = cos.iloc[0]
+    assert row["total_s"] == 0.8 and row["decode_s"] == pytest.approx(0.7)
+    assert (row["drafted"], row["accepted"], row["bonus_drafted"], row["bonus_accepted"]) == (80, 60, 20, 15)
+    assert row["drafted_by_position"] == [70, 30] and row["accepted_by_position"] == [55, 20]
+    assert (row["forward_calls.small"], row["forward_calls.large"]) == (60, 45)
+    assert row["gammas_label"] == "2,1" and row["c"] == 0.25 and row["correct"] is True
+
+
+def test_load_records_reads_sweep_fields(tmp_path):
+    base = fixture_records()[4]
+    ResultsStore(tmp_path).append(RunRecord.from_json({**base, "key": "a", "sweep": {"gamma": 3, "pair": [3, 1]}}))
+    with open(tmp_path / RECORDS_NAME, "a", encoding="utf-8") as handle:  # the flat pair early sweep cells wrote
+        handle.write(json.dumps({**base, "key": "b", "sweep_param": "gamma", "sweep_value": 4}) + "\n")
+    df = load_records([tmp_path])
+    assert df["sweep_gamma"].tolist() == [3, 4]
+    assert df["sweep_pair"].iloc[0] == "[3, 1]"
+
+
+def test_the_small_run_summarises_as_before_the_typed_record(tmp_path):
+    # tests/data/small_run_summary.csv was written from the same records while they were still read as dicts.
+    write_summary_csv(summarize(load_records([SMALL_RUN])), tmp_path / "summary.csv")
+    expected = (SMALL_RUN.parent / "small_run_summary.csv").read_text(encoding="utf-8")
+    assert (tmp_path / "summary.csv").read_text(encoding="utf-8") == expected

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 from tiny import save_tiny_pair
 from typer.testing import CliRunner
@@ -15,8 +14,7 @@ from typer.testing import CliRunner
 from cos_bench.cli import app
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "near_ties.py"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data (the offline datasets)")
+DATA = Path(__file__).parent / "data" / "tasks"  # the few rows the tests ship: this test always runs
 
 
 def _module():
@@ -57,6 +55,7 @@ def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
     assert cos["token_ids"] == vanilla["token_ids"] and len(vanilla["token_ids"]) > 1
     forged = (vanilla["token_ids"][1] + 1) % 50
     cos["token_ids"] = vanilla["token_ids"][:1] + [forged] + vanilla["token_ids"][2:]
+    cos["accounting"]["token_ids"] = cos["token_ids"]  # a record's ids are its accounting's: forge both
     (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
     assert _module().main([str(config), str(out)]) == 0

@@ -13,9 +13,10 @@ import pytest
 from rich.console import Console
 
 from cos_bench.errors import CosBenchError
-from cos_bench.metrics import summarize
+from cos_bench.metrics import flatten_record, load_records, summarize
+from cos_bench.record import RunRecord
 from cos_bench.report import fmt, plot_sweep, render_console_table, summary_markdown, write_report, write_summary_csv
-from cos_bench.storage import RECORDS_NAME, flatten_record, load_records
+from cos_bench.storage import RECORDS_NAME
 
 SMALL_RUN = Path(__file__).parent / "data" / "small_run"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,7 +126,7 @@ def _sweep_summary() -> pd.DataFrame:
                 r["sweep"] = {"gamma": gamma}
                 r["timing"]["total_s"] /= gamma
                 rows.append(r)
-    return summarize(pd.DataFrame([flatten_record(r, run="sweep") for r in rows]))
+    return summarize(pd.DataFrame([flatten_record(RunRecord.from_json(r), run="sweep") for r in rows]))
 
 
 def test_plot_sweep_draws_one_line_per_proposer(tmp_path):
@@ -152,7 +153,7 @@ def test_report_shows_the_pass_cost_and_the_theory_with_it(tmp_path):
     records = [json.loads(line) for line in (SMALL_RUN / RECORDS_NAME).read_text().splitlines()]
     for r in records:
         r["calibration"]["pass_cost"] = {"small": 1.5, "large": 2.0}  # the verifier (large) is the one that counts
-    summary = summarize(pd.DataFrame([flatten_record(r, run="new") for r in records]))
+    summary = summarize(pd.DataFrame([flatten_record(RunRecord.from_json(r), run="new") for r in records]))
     lines = summary_markdown(summary).splitlines()
     header = next(line for line in lines if line.startswith("| task |")).split(" | ")
     sd = next(line for line in lines if line.startswith("| gsm8k | we-0.5 | 0.0 | sd |")).split(" | ")

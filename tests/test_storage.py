@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,23 +13,26 @@ from pathlib import Path
 import pytest
 
 from cos_bench.errors import CosBenchError
+from cos_bench.record import RunRecord
 from cos_bench.storage import (
     LOCK_NAME,
     RECORDS_NAME,
     ResultsStore,
     exclusive_writer,
-    load_records,
     read_manifest,
+    read_records,
+    read_runs,
     record_key,
     update_manifest,
     write_manifest,
 )
 
 SMALL_RUN = Path(__file__).parent / "data" / "small_run"
+FIXTURE = RunRecord.from_json(json.loads((SMALL_RUN / RECORDS_NAME).read_text(encoding="utf-8").splitlines()[0]))
 
 
-def _record(n: int) -> dict:
-    return {"key": record_key("gsm8k", f"e{n}", "we-0.5", "cos", 0), "payload": "ü" * n}
+def _record(n: int) -> RunRecord:
+    return dataclasses.replace(FIXTURE, key=record_key("gsm8k", f"e{n}", "we-0.5", "cos", 0), text="ü" * n)
 
 
 def _lines(path: Path) -> list[str]:
@@ -68,7 +72,7 @@ def test_append_writes_one_line_per_record_and_skips_duplicates(tmp_path):
     assert store.append(_record(1)) is True
     assert store.append(_record(2)) is True
     assert store.append(_record(1)) is False  # already stored: never duplicated
-    assert [r["key"] for r in store.records()] == [_record(1)["key"], _record(2)["key"]]
+    assert [r.key for r in store.records()] == [_record(1).key, _record(2).key]
     assert len(_lines(store.path)) == 2
     # A fresh store (a resumed run) knows the keys without being told.
     assert ResultsStore(tmp_path / "run").append(_record(2)) is False
@@ -76,7 +80,7 @@ def test_append_writes_one_line_per_record_and_skips_duplicates(tmp_path):
 
 def test_append_requires_a_key(tmp_path):
     with pytest.raises(ValueError, match="key"):
-        ResultsStore(tmp_path).append({"task": "gsm8k"})
+        ResultsStore(tmp_path).append(dataclasses.replace(_record(1), key=""))
 
 
 def test_torn_last_line_is_ignored_repaired_and_appending_continues(tmp_path):
@@ -84,7 +88,7 @@ def test_torn_last_line_is_ignored_repaired_and_appending_continues(tmp_path):
     for n in range(3):
         store.append(_record(n))
     intact = store.path.read_bytes()
-    torn = json.dumps(_record(3)).encode()[:17]  # a crash half-way through the fourth append
+    torn = json.dumps(_record(3).to_json()).encode()[:17]  # a crash half-way through the fourth append
     with open(store.path, "ab") as handle:
         handle.write(torn)
 
@@ -93,12 +97,12 @@ def test_torn_last_line_is_ignored_repaired_and_appending_continues(tmp_path):
     assert store.path.read_bytes() == intact + torn
 
     resumed = ResultsStore(tmp_path)
-    assert resumed.done_keys() == {_record(n)["key"] for n in range(3)}
+    assert resumed.done_keys() == {_record(n).key for n in range(3)}
     assert resumed.path.read_bytes() == intact  # repaired: the next line will not be glued to garbage
 
     for n in (3, 4, 0):  # the lost one is redone, a new one added, a finished one skipped
         resumed.append(_record(n))
-    assert [r["key"] for r in ResultsStore(tmp_path).records()] == [_record(n)["key"] for n in range(5)]
+    assert [r.key for r in ResultsStore(tmp_path).records()] == [_record(n).key for n in range(5)]
     assert all(json.loads(line) for line in _lines(resumed.path))
 
 
@@ -107,18 +111,18 @@ def test_torn_multibyte_character_counts_as_torn(tmp_path):
     store.append(_record(1))
     with open(store.path, "ab") as handle:
         handle.write('{"key": "x", "p": "ü'.encode()[:-1])  # cut inside the UTF-8 bytes of ü
-    assert ResultsStore(tmp_path).done_keys() == {_record(1)["key"]}
+    assert ResultsStore(tmp_path).done_keys() == {_record(1).key}
 
 
 def test_complete_last_record_without_newline_is_kept(tmp_path):
     store = ResultsStore(tmp_path)
     store.append(_record(1))
     with open(store.path, "ab") as handle:
-        handle.write(json.dumps(_record(2)).encode())  # whole record, newline never written
+        handle.write(json.dumps(_record(2).to_json()).encode())  # whole record, newline never written
     resumed = ResultsStore(tmp_path)
-    assert resumed.done_keys() == {_record(1)["key"], _record(2)["key"]}
+    assert resumed.done_keys() == {_record(1).key, _record(2).key}
     resumed.append(_record(3))
-    assert [json.loads(line)["key"] for line in _lines(store.path)] == [_record(n)["key"] for n in (1, 2, 3)]
+    assert [json.loads(line)["key"] for line in _lines(store.path)] == [_record(n).key for n in (1, 2, 3)]
 
 
 def test_corrupt_middle_line_is_an_error_naming_file_and_line(tmp_path):
@@ -127,13 +131,13 @@ def test_corrupt_middle_line_is_an_error_naming_file_and_line(tmp_path):
     with open(store.path, "a", encoding="utf-8") as handle:
         handle.write("{not json\n")
     with open(store.path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(_record(2)) + "\n")
+        handle.write(json.dumps(_record(2).to_json()) + "\n")
     with pytest.raises(CosBenchError, match=rf"{RECORDS_NAME} line 2 .*delete that line"):
         ResultsStore(tmp_path).done_keys()
     with pytest.raises(CosBenchError, match="line 2"):
         ResultsStore(tmp_path).append(_record(3))
     with pytest.raises(CosBenchError, match="line 2"):
-        load_records([tmp_path])
+        read_runs([tmp_path])
 
 
 def test_blank_lines_are_tolerated(tmp_path):
@@ -158,7 +162,7 @@ def test_a_key_stored_twice_is_refused_on_resume_and_left_as_it_was(tmp_path):
         store.append(_record(n))
     _duplicate_lines(store.path, 0, 2)
     with open(store.path, "ab") as handle:
-        handle.write(json.dumps(_record(3)).encode()[:9])  # a torn tail too: it must survive the refusal
+        handle.write(json.dumps(_record(3).to_json()).encode()[:9])  # a torn tail too: it must survive the refusal
     before = store.path.read_bytes()
     with pytest.raises(CosBenchError, match=r"holds 2 key\(s\) more than once \(2 extra line\(s\).*rerun `cos-bench run`") as error:
         ResultsStore(tmp_path).done_keys()
@@ -166,22 +170,22 @@ def test_a_key_stored_twice_is_refused_on_resume_and_left_as_it_was(tmp_path):
     assert store.path.read_bytes() == before
 
 
-def test_load_records_refuses_duplicated_keys_naming_the_folder_and_count(tmp_path):
+def test_read_runs_refuses_duplicated_keys_naming_the_folder_and_count(tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(SMALL_RUN, folder)
     _duplicate_lines(folder / RECORDS_NAME, 0, 1, 1)
     with pytest.raises(CosBenchError, match=rf"{folder / RECORDS_NAME} holds 2 key\(s\) more than once \(3 extra") as error:
-        load_records([folder])
+        read_runs([folder])
     assert "\n" not in str(error.value) and "new folder" in str(error.value)
 
 
-def test_load_records_refuses_one_folder_given_twice(tmp_path):
+def test_read_runs_refuses_one_folder_given_twice(tmp_path):
     with pytest.raises(CosBenchError, match="both run 'small_run'.*pass each folder once"):
-        load_records([SMALL_RUN, SMALL_RUN])
+        read_runs([SMALL_RUN, SMALL_RUN])
     twin = tmp_path / "small_run"  # another folder of the same name: both would be run 'small_run'
     shutil.copytree(SMALL_RUN, twin)
     with pytest.raises(CosBenchError, match="count them twice"):
-        load_records([SMALL_RUN, twin])
+        read_runs([SMALL_RUN, twin])
 
 
 # --- one writer per folder ----------------------------------------------------------------------
@@ -274,44 +278,35 @@ def test_read_manifest_errors_say_what_and_how(tmp_path):
 # --- loading ----------------------------------------------------------------------------------
 
 
-def test_load_records_flattens_and_labels_runs(tmp_path):
+def test_read_runs_labels_each_record_with_its_folder(tmp_path):
     second = tmp_path / "second_run"
     shutil.copytree(SMALL_RUN, second)
-    df = load_records([SMALL_RUN, second])
-    assert len(df) == 24
-    assert df.groupby("run").size().to_dict() == {"second_run": 12, "small_run": 12}
-    cos = df[(df["run"] == "small_run") & (df["task"] == "gsm8k") & (df["method"] == "cos") & (df["example_id"] == "e1")]
-    row = cos.iloc[0]
-    assert row["total_s"] == 0.8 and row["decode_s"] == pytest.approx(0.7)
-    assert (row["drafted"], row["accepted"], row["bonus_drafted"], row["bonus_accepted"]) == (80, 60, 20, 15)
-    assert row["drafted_by_position"] == [70, 30] and row["accepted_by_position"] == [55, 20]
-    assert (row["forward_calls.small"], row["forward_calls.large"]) == (60, 45)
-    assert row["gammas_label"] == "2,1" and row["c"] == 0.25 and row["correct"] is True
+    stored = read_runs([SMALL_RUN, second])
+    assert [s.run for s in stored] == ["small_run"] * 12 + ["second_run"] * 12
+    assert [s.record for s in stored[:12]] == read_records(SMALL_RUN / RECORDS_NAME)
 
 
-def test_load_records_reads_sweep_fields(tmp_path):
-    store = ResultsStore(tmp_path)
-    base = json.loads((SMALL_RUN / RECORDS_NAME).read_text().splitlines()[4])
-    store.append({**base, "key": "a", "sweep": {"gamma": 3, "pair": [3, 1]}})
-    store.append({**base, "key": "b", "sweep_param": "gamma", "sweep_value": 4})
-    df = load_records([tmp_path])
-    assert df["sweep_gamma"].tolist() == [3, 4]
-    assert df["sweep_pair"].iloc[0] == "[3, 1]"
+def test_a_record_round_trips_through_the_file(tmp_path):
+    record = dataclasses.replace(_record(1), sweep={"gamma": 3, "pair": [3, 1]})
+    ResultsStore(tmp_path).append(record)
+    (line,) = _lines(tmp_path / RECORDS_NAME)
+    assert RunRecord.from_json(json.loads(line)) == record
+    assert ResultsStore(tmp_path).records() == [record]
 
 
-def test_load_records_refuses_folders_without_records(tmp_path):
+def test_read_runs_refuses_folders_without_records(tmp_path):
     with pytest.raises(CosBenchError, match="not a cos-bench results folder"):
-        load_records([tmp_path / "typo"])
+        read_runs([tmp_path / "typo"])
     assert not (tmp_path / "typo").exists()  # reading never creates folders
     (tmp_path / RECORDS_NAME).write_text("")
     with pytest.raises(CosBenchError, match="no finished records"):
-        load_records([tmp_path])
+        read_runs([tmp_path])
 
 
-def test_load_records_names_a_record_missing_a_field(tmp_path):
-    ResultsStore(tmp_path).append({"key": "k", "task": "gsm8k"})
+def test_read_runs_names_a_record_missing_a_field(tmp_path):
+    (tmp_path / RECORDS_NAME).write_text(json.dumps({"key": "k", "task": "gsm8k"}) + "\n")
     with pytest.raises(CosBenchError, match="'k'.*lacks field"):
-        load_records([tmp_path])
+        read_runs([tmp_path])
 
 
 def test_fixture_folder_is_a_results_folder():

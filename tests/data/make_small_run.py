@@ -145,7 +145,7 @@ def record(task, method, example):
         "token_ids": token_ids,
         "text": "…",
         "stop_reason": "eos",
-        "timing": {"total_s": total, "first_token_s": 0.1, "decode_s": round(total - 0.1, 6)},
+        "timing": {"total_s": total, "first_token_s": 0.1, "decode_s": total - 0.1},
         "accounting": {
             "method": method,
             "token_ids": token_ids,
