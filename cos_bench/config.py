@@ -23,24 +23,19 @@ from typing import Any
 
 import yaml
 
+from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE
 from cos_bench.errors import CosBenchError
+from cos_bench.methods import method_names
+from cos_bench.paper import PAPER_SETTINGS
+from cos_bench.tasks import TASKS
 
 # Package data, so an installed cos-bench has its configs; the repository's `configs/` links here.
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 
-PAPER_SETTINGS = (
-    "llama-vicuna-we",
-    "qwen-3b-we",
-    "qwen-1.5b-we",
-    "qwen-3model-we",
-    "llama3-cd",
-    "llama2-cd",
-    "opt-cd",
-)
-METHODS = ("vanilla", "sd", "cos", "hf-ensemble")
-TASKS = ("humaneval", "gsm8k", "mmlu")
-RULES = ("we", "cd")
+# Method, task, rule and paper-setting names are looked up in their registries when a config is
+# validated (cos_bench.methods, cos_bench.tasks.TASKS, core.combine.COMBINATION_RULES, paper.PAPER_SETTINGS):
+# adding one never edits this file.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # auto = compiled on CUDA, eager elsewhere (see cos_bench.bench.resolve_engine).
 ENGINES = ("auto", "eager", "compiled")
@@ -48,7 +43,6 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps|multi-gpu")
 # Model names appear in keys like `gamma.small` and in file names: no dots, no spaces.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 EXPERIMENT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-WEIGHT_SUM_TOLERANCE = 1e-6
 DEFAULT_PROPOSER_GAMMA = 5  # paper: small model γ ∈ {1, 5}
 DEFAULT_VERIFIER_GAMMA = 1  # paper: large model γ = 1
 DEFAULT_MU = 0.1
@@ -279,8 +273,8 @@ def _parse_models(origin: str, value: Any) -> tuple[ModelSpec, ...]:
 def _parse_combination(origin: str, key: str, value: Any, names: Sequence[str]) -> Combination:
     entry = _mapping(origin, key, value)
     if "rule" not in entry:
-        raise _fail(origin, f"{key}.rule", f"required; use one of {', '.join(RULES)}")
-    rule = _choice(origin, f"{key}.rule", entry["rule"], RULES)
+        raise _fail(origin, f"{key}.rule", f"required; use one of {', '.join(COMBINATION_RULES)}")
+    rule = _choice(origin, f"{key}.rule", entry["rule"], tuple(COMBINATION_RULES))
     _check_keys(origin, f"{key}.", entry, WE_KEYS if rule == "we" else CD_KEYS)
     combination = _parse_we(origin, key, entry, names) if rule == "we" else _parse_cd(origin, key, entry, names)
     if entry.get("label") is not None:
@@ -303,7 +297,7 @@ def _parse_we(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Co
             )
         weights = tuple(_float(origin, f"{key}.weights[{i}]", w, minimum=0.0) for i, w in enumerate(items))
         total = math.fsum(weights)
-        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
             raise _fail(origin, f"{key}.weights", f"must sum to 1 (got {total:.6g}); rescale them")
     return Combination("we", weights, None, None, None, None, label=_we_label(weights))
 
@@ -336,7 +330,7 @@ def _parse_cd(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Co
 def _we_label(weights: Sequence[float]) -> str:
     if len(weights) == 2:
         return f"we-{_fmt(weights[0])}"  # λ, the first model's weight
-    if max(weights) - min(weights) < WEIGHT_SUM_TOLERANCE:
+    if max(weights) - min(weights) < WEIGHT_TOLERANCE:
         return "we-uniform"
     return "we-" + "-".join(_fmt(w) for w in weights)
 
@@ -389,7 +383,7 @@ def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, m
 
 
 def _parse_methods(origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]) -> tuple[str, ...]:
-    methods = _parse_choices(origin, "methods", value, METHODS)
+    methods = _parse_choices(origin, "methods", value, method_names())
     if "hf-ensemble" in methods:
         # The peer baseline exists for 2-model WE only; the runner skips it for cd combinations.
         has_we = any(c.rule == "we" for c in combinations)
@@ -504,7 +498,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
     gamma, explicit_gamma = _parse_gamma(origin, data.get("gamma"), names, proposer, max_new_tokens)
     paper_setting = data.get("paper_setting")
     if paper_setting is not None:
-        paper_setting = _choice(origin, "paper_setting", paper_setting, PAPER_SETTINGS)
+        paper_setting = _choice(origin, "paper_setting", paper_setting, tuple(PAPER_SETTINGS))
     limit = data.get("limit")
     return ExperimentConfig(
         name=name,
@@ -515,7 +509,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         gamma=gamma,
         proposer=proposer,
         temperature=_float(origin, "temperature", data.get("temperature", 0.0), minimum=0.0),
-        tasks=_parse_choices(origin, "tasks", data.get("tasks", ["humaneval"]), TASKS),
+        tasks=_parse_choices(origin, "tasks", data.get("tasks", ["humaneval"]), tuple(TASKS)),
         limit=None if limit is None else _int(origin, "limit", limit, minimum=1),
         offset=_int(origin, "offset", data.get("offset", 0), minimum=0),
         seed=_int(origin, "seed", data.get("seed", 0), minimum=0),
@@ -580,6 +574,104 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], origin:
         else:
             data[key] = value
     return parse_config(data, origin)
+
+
+def config_from_command_line(
+    path: str | Path | None,
+    options: Mapping[str, Any],
+    sets: Sequence[str] | None = None,
+    grids: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
+    """The config file (default: the shipped default.yaml) with the command line applied, validated once.
+
+    `options` maps config keys to the options' raw values (None = not given); `sets` are
+    `--set KEY=YAML` items, applied after them; `grids` maps sweep axes to the raw grid
+    options (`--lambda 0.2,0.8`, `--gamma-grid small=1,3`) and becomes the config's `sweep`.
+    """
+    cfg = load_config(path or DEFAULT_CONFIG_PATH)
+    given = {key: _OPTION_READERS.get(key, _as_given)(value) for key, value in options.items() if value is not None}
+    given = {key: value for key, value in given.items() if value is not None}
+    given.update(parse_sets(sets))
+    grid = {axis: _GRID_READERS[axis](raw) for axis, raw in (grids or {}).items() if raw}
+    grid = {axis: values for axis, values in grid.items() if values}
+    if grid:
+        given["sweep"] = grid
+    return apply_overrides(cfg, given) if given else cfg
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    """`--set KEY=VALUE` for any config field; VALUE is YAML (`--set 'subjects=[anatomy]'`)."""
+    values: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CosBenchError(f"--set {item!r}: write KEY=VALUE with a config field name (e.g. --set offset=10)")
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise CosBenchError(f"--set {item!r}: the value is not valid YAML; quote it, e.g. --set 'subjects=[anatomy]'") from None
+    return values
+
+
+def parse_gamma_option(values: Sequence[str] | None, *, grid: bool = False) -> dict[str, Any] | None:
+    """`--gamma small=5` (one per model) or `--gamma-grid small=1,3,5` -> {model: value(s)}."""
+    if not values:
+        return None
+    option, example = ("--gamma-grid", "--gamma-grid small=1,3,5") if grid else ("--gamma", "--gamma small=5")
+    gammas: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not raw.strip():
+            raise CosBenchError(f"{option} {item!r}: write MODEL=N (e.g. {example})")
+        numbers = [_whole_number(x, f"{option} {name.strip()}", example) for x in raw.split(",")]
+        if not grid and len(numbers) > 1:
+            raise CosBenchError(f"{option} {item!r}: one draft length per model; grids belong to `sweep --gamma-grid`")
+        gammas[name.strip()] = numbers if grid else numbers[0]
+    return gammas
+
+
+def _as_given(value: Any) -> Any:
+    return value
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CosBenchError(f"{what}: {text!r} is not a number; write e.g. 0.5") from None
+
+
+def _whole_number(text: str, what: str, example: str) -> int:
+    """An integer as written: "2.7", "nan", "inf" and "1e3" are refused, never truncated."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise CosBenchError(f"{what}: {text.strip()!r} is not a whole number; write e.g. {example}") from None
+
+
+def _numbers(option: str) -> Callable[[str], list[float]]:
+    return lambda text: [_number(x, option) for x in _comma_list(text)]
+
+
+# How a command-line option's raw value becomes a config value; options not listed arrive typed.
+_OPTION_READERS: dict[str, Callable[[Any], Any]] = {
+    "tasks": _comma_list,
+    "methods": _comma_list,
+    "gamma": parse_gamma_option,
+    "allow_code_eval": lambda flag: True if flag else None,  # a flag left off keeps the file's value
+}
+# The same for the sweep's grid options, keyed by SWEEP_KEYS.
+_GRID_READERS: dict[str, Callable[[Any], Any]] = {
+    "lambda": _numbers("--lambda"),
+    "mu": _numbers("--mu"),
+    "gamma": lambda values: parse_gamma_option(values, grid=True),
+    "temperature": _numbers("--temperatures"),
+    "proposer": _comma_list,
+}
 
 
 def sweep_cells(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:

@@ -19,8 +19,9 @@ import math
 from collections.abc import Sequence
 
 from cos_bench.errors import CosBenchError
+from cos_bench.methods import METHOD_NAMES
 
-KNOWN_METHODS = ("vanilla", "sd", "cos", "hf-ensemble")
+KNOWN_METHODS = METHOD_NAMES  # the registry's names (cos_bench.methods); metrics reads them from here
 
 
 def naive_cos_speedup(alpha: float, c: float, gamma: int) -> float:

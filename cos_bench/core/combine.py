@@ -109,3 +109,7 @@ class Contrastive(CombinationRule):
             floor = expert_logprobs.max(dim=-1, keepdim=True).values + math.log(self.plausibility_alpha)
             scores = scores.masked_fill(expert_logprobs < floor, float("-inf"))
         return torch.softmax(scores / temperature, dim=-1)
+
+
+# Rule name (a config's `rule:`) -> class: the registry cos_bench.config takes its choices from.
+COMBINATION_RULES: dict[str, type[CombinationRule]] = {"we": WeightedEnsemble, "cd": Contrastive}

@@ -9,21 +9,23 @@ from cos_bench.tasks.gsm8k import GSM8K
 from cos_bench.tasks.humaneval import HumanEval
 from cos_bench.tasks.mmlu import MMLU
 
-_TASKS: dict[str, type[Task]] = {"humaneval": HumanEval, "gsm8k": GSM8K, "mmlu": MMLU}
-TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
+# The task registry: a new task is one module plus one entry here (configs validate against it).
+TASKS: dict[str, type[Task]] = {"humaneval": HumanEval, "gsm8k": GSM8K, "mmlu": MMLU}
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
     """A fresh task object by name (case-insensitive)."""
-    task_class = _TASKS.get(name.strip().lower())
+    task_class = TASKS.get(name.strip().lower())
     if task_class is None:
-        raise CosBenchError(f"unknown task {name!r}: choose one of {', '.join(TASK_NAMES)}")
+        raise CosBenchError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
     return task_class()
 
 
 __all__ = [
     "DATA_DIR_ENV",
     "PROMPT_FORMAT_VERSION",
+    "TASKS",
     "TASK_NAMES",
     "DataSource",
     "Example",
