@@ -141,7 +141,7 @@ def run(
     proposer: Optional[str] = typer.Option(None, "--proposer", help="Default proposer (a model name from the config)."),
 ) -> None:
     """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
-    from cos_bench.bench import run_experiment
+    from cos_bench.run import run_experiment
 
     cfg = options.resolve(temperature=temperature, gamma=gamma, proposer=proposer)
     run_experiment(cfg, check_out_dir(out or Path("results") / cfg.name), console)
@@ -160,7 +160,7 @@ def sweep(
     proposers: Optional[str] = typer.Option(None, "--proposers", help="Proposer orders, e.g. small,large."),
 ) -> None:
     """Run a grid over λ, μ, γ, temperature and proposer order: one results folder per cell, plus plots."""
-    from cos_bench.bench import run_sweep
+    from cos_bench.sweep import run_sweep
 
     grids = {"lambda": lambdas, "mu": mus, "gamma": gamma_grid, "temperature": temperatures, "proposer": proposers}
     cfg = options.resolve(grids=grids)
@@ -174,7 +174,7 @@ def report(
     out: Path = typer.Option(Path("results/report"), "--out", "-o", help="Where to write summary.csv, summary.md and plots."),
 ) -> None:
     """Turn stored results into CSV and Markdown tables and PNG plots."""
-    from cos_bench.bench import report_folders
+    from cos_bench.folders import report_folders
 
     paths = report_folders(folders, check_out_dir(out), console)
     console.print(f"wrote {paths.summary_md}, {paths.summary_csv} and plots in {out}", markup=False, highlight=False)

@@ -37,7 +37,7 @@ DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 # validated (cos_bench.methods, cos_bench.tasks.TASKS, core.combine.COMBINATION_RULES, paper.PAPER_SETTINGS):
 # adding one never edits this file.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# auto = compiled on CUDA, eager elsewhere (see cos_bench.bench.resolve_engine).
+# auto = compiled on CUDA, eager elsewhere (see cos_bench.engine.resolve_engine).
 ENGINES = ("auto", "eager", "compiled")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps|multi-gpu")
 # Model names appear in keys like `gamma.small` and in file names: no dots, no spaces.

@@ -1,4 +1,4 @@
-"""The result record: one finished decode, as `bench.run_job` builds it and records.jsonl stores it.
+"""The result record: one finished decode, as `run.run_job` builds it and records.jsonl stores it.
 
 Defined once here, beside `storage` (which only moves it to and from disk) and read by
 `metrics` and the progress bar through its named fields. `to_json`/`from_json` keep the
@@ -36,7 +36,7 @@ class Timing:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The run's calibration as it applied to this decode (`bench.calibrate`)."""
+    """The run's calibration as it applied to this decode (`run.calibrate`)."""
 
     step_seconds: Mapping[str, float]  # per model: one single-token forward step
     c: float | None  # proposer step / verifier step

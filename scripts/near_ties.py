@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from cos_bench.bench import build_prompts, build_rule, load_engine, sweep_folders, use_chat
 from cos_bench.config import apply_overrides, load_config
+from cos_bench.engine import build_prompts, build_rule, load_engine, use_chat
+from cos_bench.folders import sweep_folders
 from cos_bench.storage import RECORDS_NAME, read_records
 from cos_bench.tasks import get_task
 from cos_bench.tasks.data import resolve_data_source

@@ -24,7 +24,7 @@ from rich.console import Console
 from tiny import save_tiny_pair, word_tokenizer
 from typer.testing import CliRunner
 
-from cos_bench import bench
+from cos_bench import run
 from cos_bench.cli import app
 from cos_bench.config import load_config
 from cos_bench.storage import LOCK_NAME
@@ -135,7 +135,7 @@ def test_resume_after_a_torn_line_keeps_records_and_duplicates_none(tmp_path, pa
 
 def test_ctrl_c_leaves_a_valid_folder_and_the_rerun_completes(tmp_path, pair, monkeypatch):
     config, out = write_config(tmp_path, pair), tmp_path / "run"
-    real, calls = bench.run_job, []
+    real, calls = run.run_job, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -143,11 +143,11 @@ def test_ctrl_c_leaves_a_valid_folder_and_the_rerun_completes(tmp_path, pair, mo
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "run_job", interrupted)
+    monkeypatch.setattr(run, "run_job", interrupted)
     result = invoke("run", "--config", config, "--out", out)
     assert result.exit_code == 130 and "rerun the same command to resume" in result.output
     assert len(lines(out / "records.jsonl")) == 3
-    monkeypatch.setattr(bench, "run_job", real)
+    monkeypatch.setattr(run, "run_job", real)
     assert invoke("run", "--config", config, "--out", out).exit_code == 0
     records = lines(out / "records.jsonl")
     assert len(records) == EXPECTED_RECORDS and len({r["key"] for r in records}) == EXPECTED_RECORDS
@@ -165,7 +165,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_touches_nothing(tmp_path
     # The first run is paused in its second decode (one record stored). A second run on the same folder
     # must refuse, not redo the missing decodes beside it and leave each one stored twice.
     config, out = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla", "cos"]), tmp_path / "run"
-    real, paused, resume, calls, failures = bench.run_job, threading.Event(), threading.Event(), [], []
+    real, paused, resume, calls, failures = run.run_job, threading.Event(), threading.Event(), [], []
 
     def pausing(*args, **kwargs):
         if threading.current_thread() is first:
@@ -177,12 +177,12 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_touches_nothing(tmp_path
 
     def first_run():
         try:
-            bench.run_experiment(load_config(config), out, Console(file=io.StringIO()))
+            run.run_experiment(load_config(config), out, Console(file=io.StringIO()))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertions below
             failures.append(exc)
             paused.set()
 
-    monkeypatch.setattr(bench, "run_job", pausing)
+    monkeypatch.setattr(run, "run_job", pausing)
     first = threading.Thread(target=first_run)
     first.start()
     try:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+from cos_bench.core import Contrastive, DecodeSettings, StopRule, WeightedEnsemble
 from cos_bench.errors import CosBenchError
+from cos_bench.methods import DecodeContext, get_method
 from cos_bench.methods.hf_ensemble import hf_ensemble_decode
 
 VOCAB = 48
@@ -147,3 +151,17 @@ def test_forwards_are_timed_without_a_sync_per_call(pair, monkeypatch):
                                 eos_token_ids=[], gamma=3, seed=0)  # fmt: skip
     assert len(syncs) == 2
     assert result.models[1].forward_calls > 2 and result.models[1].forward_seconds > 0
+
+
+def test_the_registry_runs_it_with_the_shared_signature(pair):
+    # Registered like every method: decode(context, prompt_ids, settings, stop). The proposer drafts
+    # with its WE weight as λ; the other model is the target.
+    target, drafter = pair
+    models = [SimpleNamespace(name="drafter", model=drafter), SimpleNamespace(name="target", model=target)]
+    context = DecodeContext(runners=(), models=models, seed=0, generator=None)
+    settings = DecodeSettings(WeightedEnsemble([0.3, 0.7]), 0.0, (3, 1), proposer=0)
+    result = get_method("hf-ensemble")(context, PROMPT, settings, StopRule(12))
+    direct = hf_ensemble_decode(target, drafter, PROMPT, 0.3, 0.0, 12, [], 3, 0)
+    assert result.token_ids == direct.token_ids and [m.name for m in result.models] == ["drafter", "target"]
+    with pytest.raises(CosBenchError, match="only 2-model we"):
+        get_method("hf-ensemble")(context, PROMPT, DecodeSettings(Contrastive(0.1), 0.0, (3, 1)), StopRule(12))

@@ -11,7 +11,7 @@ from cos_bench.config import parse_config
 from cos_bench.core import CORE_METHODS
 from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE, WeightedEnsemble
 from cos_bench.errors import CosBenchError
-from cos_bench.methods import METHOD_NAMES, method_names
+from cos_bench.methods import METHOD_NAMES, METHODS, method_names
 from cos_bench.tasks import TASK_NAMES, TASKS
 from cos_bench.tasks.gsm8k import GSM8K
 
@@ -45,7 +45,7 @@ def test_config_keeps_no_list_of_its_own():
 def test_a_registered_method_is_accepted_by_config(monkeypatch):
     with pytest.raises(CosBenchError, match=r"methods\[0\]: must be one of vanilla, sd, cos, hf-ensemble"):
         parse(methods=["toy"])
-    monkeypatch.setitem(CORE_METHODS, "toy", lambda *args: None)
+    monkeypatch.setitem(METHODS, "toy", lambda *args: None)
     assert parse(methods=["vanilla", "toy"]).methods == ("vanilla", "toy")
 
 

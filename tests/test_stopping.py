@@ -198,7 +198,7 @@ def tokenizer_named(name: str):
 
 
 def decoder_of(tokenizer) -> Callable[[Sequence[int]], str]:
-    return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)  # as bench.stop_for does
+    return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)  # as engine.stop_for does
 
 
 def rule_for(tokenizer, stops: Sequence[str], max_new_tokens: int = 10_000, eos: bool = False) -> StopRule:

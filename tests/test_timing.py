@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 from tiny import tiny_llama
 
-from cos_bench import bench, timing
+from cos_bench import run, timing
 from cos_bench.core import HFRunner
 from cos_bench.errors import CosBenchError
 from cos_bench.timing import PASS_HOW, pass_seconds, pass_tokens, step_seconds
@@ -113,7 +113,7 @@ def test_calibrate_reports_the_verification_pass_of_each_model(monkeypatch):
     runners = [spy("small", 0, CountingRunner), spy("large", 1, CountingRunner)]
     cfg = SimpleNamespace(model_names=("small", "large"), gammas=(4, 1), proposer="small")
     engine = SimpleNamespace(runners=runners, device=CPU)
-    calibration = bench.calibrate(cfg, engine, PROMPTS, Console(file=io.StringIO()))
+    calibration = run.calibrate(cfg, engine, PROMPTS, Console(file=io.StringIO()))
     assert set(calibration) >= {"step_seconds", "c", "c_how", "proposer"}  # the keys that were there before
     assert calibration["pass_tokens"] == {"small": 2, "large": 5}  # large verifies small's 4 drafts (+1)
     assert calibration["pass_seconds"] == pytest.approx({"small": 0.02, "large": 0.05})
@@ -125,7 +125,7 @@ def test_calibrate_reports_the_verification_pass_of_each_model(monkeypatch):
 def test_calibrate_on_real_clocks_gives_consistent_ratios():
     runners = [spy("small", 0), spy("large", 1)]
     cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 2), proposer="small")
-    calibration = bench.calibrate(cfg, SimpleNamespace(runners=runners, device=CPU), PROMPTS, Console(file=io.StringIO()))
+    calibration = run.calibrate(cfg, SimpleNamespace(runners=runners, device=CPU), PROMPTS, Console(file=io.StringIO()))
     for name in ("small", "large"):
         assert calibration["pass_cost"][name] == pytest.approx(calibration["pass_seconds"][name] / calibration["step_seconds"][name])
     assert {k for _, k, keep in runners[1].feeds if keep > 1} == {4}  # large's timed passes: γ_small + 1 tokens

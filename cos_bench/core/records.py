@@ -47,7 +47,7 @@ class DecodeResult:
     corrections: int  # tokens drawn from the residual after a rejection
     direct_samples: int  # tokens drawn straight from the combined distribution (vanilla)
     first_token_seconds: float  # prefill + first committed token, wall clock
-    # Whole decode by the loop's own clock, read without a device sync; `bench.run_job` stores the
+    # Whole decode by the loop's own clock, read without a device sync; `run.run_job` stores the
     # synchronised `timing.timed` wall time here instead, so a stored record holds one total.
     total_seconds: float
 

@@ -16,7 +16,8 @@ to compare speed and quality against, not an exact baseline.
 
 This module only wraps `generate`: it fixes the knobs that would otherwise leak in
 from the models' own generation configs (top-k 50, repetition penalties, adaptive
-draft lengths), and measures what the models did through forward hooks.
+draft lengths), and measures what the models did through forward hooks. `decode` is its
+entry in the method registry (`cos_bench.methods`), with the signature every method shares.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cos_bench.core.combine import WeightedEnsemble
 from cos_bench.core.records import DecodeResult, ModelAccounting
 from cos_bench.core.runner import ForwardTimer
+from cos_bench.core.settings import DecodeSettings
+from cos_bench.core.stopping import StopRule
 from cos_bench.errors import CosBenchError
+from cos_bench.methods.context import DecodeContext
 from cos_bench.timing import synchronize
 
 
@@ -156,6 +161,31 @@ def hf_ensemble_decode(
         direct_samples=sum(s.target_token for s in steps.steps),
         first_token_seconds=(steps.first_token_at or finished) - started,
         total_seconds=finished - started,
+    )
+
+
+def decode(context: DecodeContext, prompt_ids: torch.Tensor, settings: DecodeSettings, stop: StopRule) -> DecodeResult:
+    """The registry's signature: the proposer drafts, the other model is the target, λ is the proposer's WE weight.
+
+    Ends where every method ends (`stop.reason`), cut at that exact token.
+    """
+    if not isinstance(settings.rule, WeightedEnsemble) or settings.rule.n_models != 2:
+        raise CosBenchError("hf-ensemble runs only 2-model we combinations: drop hf-ensemble from methods")
+    drafter = settings.proposer
+    (target,) = [i for i in range(len(context.models)) if i != drafter]
+    return hf_ensemble_decode(
+        context.models[target].model,
+        context.models[drafter].model,
+        prompt_ids,
+        drafter_weight=settings.rule.weights[drafter],
+        temperature=settings.temperature,
+        max_new_tokens=stop.max_new_tokens,
+        eos_token_ids=sorted(stop.eos_token_ids),
+        gamma=settings.gammas[drafter],
+        seed=context.seed,
+        target_name=context.models[target].name,
+        drafter_name=context.models[drafter].name,
+        stop=stop.reason,
     )
 
 

@@ -1,0 +1,56 @@
+"""Results and sweep folders read back: which folders a path holds, what a sweep varied, and the
+report over them (`cos-bench report`; rendering is `report.py`'s)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cos_bench.errors import CosBenchError
+from cos_bench.metrics import load_records, summarize
+from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_summary_report
+
+
+def parse_cell_label(label: str) -> dict[str, Any]:
+    """'lambda=0.5,gamma.small=3,proposer=small' -> {'lambda': 0.5, 'gamma.small': 3, 'proposer': 'small'}."""
+    values: dict[str, Any] = {}
+    for part in label.split(","):
+        key, _, raw = part.partition("=")
+        try:
+            number = float(raw)
+            values[key] = int(number) if number.is_integer() and "." not in raw else number
+        except ValueError:
+            values[key] = raw
+    return values
+
+
+def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> ReportPaths:
+    """Tables and plots for results or sweep folders (sweep plots for each parameter a sweep varies)."""
+    cells = [cell for folder in folders for cell in sweep_folders(folder)]
+    summary = summarize(load_records(cells))
+    paths = write_summary_report(summary, out_dir)
+    for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
+        plot_sweep(summary, param, out_dir / f"sweep_{param}.png")
+    console.print(render_console_table(summary))
+    return paths
+
+
+def swept_parameters(sweep_dir: Path) -> list[str]:
+    """The parameters a sweep folder varies, from the cell labels in its sweep.json."""
+    cells = json.loads((sweep_dir / "sweep.json").read_text())["cells"]
+    return sorted({key for label in cells for key in parse_cell_label(label)})
+
+
+def sweep_folders(folder: Path) -> Iterator[Path]:
+    """A results folder, or the cell folders of a sweep folder."""
+    if (folder / "manifest.json").exists():
+        yield folder
+        return
+    cells = sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
+    if not cells:
+        raise CosBenchError(f"{folder} is not a cos-bench results or sweep folder: pass a folder written by `cos-bench run` or `sweep`")
+    yield from cells

@@ -1,0 +1,137 @@
+"""The results folder's manifest: what a run was (config, engine, models, versions, hardware, calibration).
+
+`open_results` refuses to resume a folder written by a different configuration or engine;
+`with_history` keeps what earlier invocations of a resumed run recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cos_bench import __version__
+from cos_bench.config import ExperimentConfig, config_to_dict
+from cos_bench.core.runner import PREFILL_BUCKET
+from cos_bench.engine import ENGINE_HOW, Engine, resolve_engine
+from cos_bench.errors import CosBenchError
+from cos_bench.storage import ResultsStore, read_manifest
+from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Task
+
+# Fields that may change between a run and its resumption without mixing incomparable numbers.
+# `engine` as written may change (auto vs its resolution); the resolved engine is compared on its own.
+RESUMABLE_CHANGES = ("limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir", "engine")
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import transformers
+
+    return {
+        "cos_bench": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+
+
+def open_results(cfg: ExperimentConfig, out_dir: Path) -> ResultsStore:
+    """The results folder for this config: new, or an earlier run of the same experiment to resume."""
+    config = config_to_dict(cfg)
+    if (out_dir / "manifest.json").exists():
+        written = read_manifest(out_dir)
+        previous = written.get("config", {})
+        earlier_engine = written.get("engine", {}).get("engine", "eager")  # folders from before engines were eager
+        engine = resolve_engine(cfg.engine, cfg.device)
+        if earlier_engine != engine:
+            raise CosBenchError(
+                f"{out_dir} holds results of the {earlier_engine} engine and this run would use the {engine} engine; "
+                f"pass --engine {earlier_engine} to resume it, or --out with a new folder"
+            )
+        if comparable(previous) != comparable(config):
+            changed = sorted(k for k in set(previous) | set(config) if k not in RESUMABLE_CHANGES and previous.get(k) != config.get(k))
+            raise CosBenchError(
+                f"{out_dir} holds results of a different configuration (changed: {', '.join(changed)}); "
+                "pass --out with a new folder, or restore those settings to resume"
+            )
+    return ResultsStore(out_dir)
+
+
+def build_manifest(
+    cfg: ExperimentConfig, engine: Engine, chat: bool, calibration: dict, tasks: Sequence[Task], compile_seconds: dict[str, float]
+) -> dict:
+    return {
+        "config": config_to_dict(cfg),
+        "engine": {
+            "requested": cfg.engine,
+            "engine": engine.kind,
+            "graph_lengths": list(engine.graph_lengths),
+            "prefill_bucket": PREFILL_BUCKET if engine.kind == "compiled" else None,
+            "cache_capacity": engine.capacity,
+            "compile_seconds": compile_seconds,
+            "how": ENGINE_HOW,
+        },
+        "versions": versions(),
+        "hardware": hardware(),
+        "git_revision": git_revision(),
+        "models": [
+            {
+                "name": m.name,
+                "source": dataclasses.asdict(m.source),
+                "dtype": str(m.dtype),
+                "device": str(m.device),
+                "parameters": sum(p.numel() for p in m.model.parameters()),
+            }
+            for m in engine.models
+        ],
+        "vocab_size": engine.vocab_size,
+        "chat": chat,
+        "prompt_format_version": PROMPT_FORMAT_VERSION,
+        "prompt_formats": {task.name: task.prompt_format(chat) for task in tasks},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "calibration": calibration,
+    }
+
+
+def with_history(out_dir: Path, current: dict) -> dict:
+    """Keep what earlier invocations of a resumed run recorded: their records were made with
+    their code revision, versions and calibration, not this one's."""
+    if not (out_dir / "manifest.json").exists():
+        return current
+    previous = read_manifest(out_dir)
+    earlier = {key: previous.get(key) for key in ("created", "git_revision", "versions", "hardware", "engine", "calibration")}
+    return {**current, "history": [*previous.get("history", []), earlier]}

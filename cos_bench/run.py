@@ -1,0 +1,237 @@
+"""`cos-bench run`: every method on the same prompts, fairly timed, resumably stored.
+
+For each example, every (combination setting, method) decodes the same
+prompt with the same limits, one after another (interleaved, so drift hits
+every method alike). Each finished decode is appended to records.jsonl at
+once; rerunning the same command skips what is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cos_bench.config import Combination, ExperimentConfig
+from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decode_one, load_engine, settings_for, stop_for, use_chat
+from cos_bench.manifest import build_manifest, open_results, with_history
+from cos_bench.metrics import load_records, summarize
+from cos_bench.record import Calibration, RunRecord, Timing
+from cos_bench.report import render_console_table, write_summary_report
+from cos_bench.storage import ResultsStore, exclusive_writer, record_key, write_manifest
+from cos_bench.tasks import get_task
+from cos_bench.tasks.base import Task
+from cos_bench.tasks.data import resolve_data_source
+from cos_bench.timing import C_HOW, PASS_HOW, cost_ratio, pass_seconds, pass_tokens, step_seconds, timed
+
+WARMUP_TOKENS = 8  # enough to run every code path (drafting, verification, rollback) once
+
+
+@dataclass(frozen=True)
+class Job:
+    task: Task
+    prompt: Prompt
+    combination: Combination
+    method: str
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        return record_key(self.task.name, self.prompt.example.example_id, self.combination.label, self.method, self.repeat)
+
+
+def example_seed(cfg: ExperimentConfig, task: str, index: int, repeat: int) -> int:
+    """One seed per (example, repeat), the same for every method, stable across resumptions."""
+    digest = hashlib.sha256(f"{cfg.seed}|{task}|{index}|{repeat}".encode()).digest()
+    return int.from_bytes(digest[:6], "little")
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: Path,
+    console: Console | None = None,
+    model_cache: dict[str, Any] | None = None,
+    sweep_values: dict[str, Any] | None = None,
+    show_summary: bool = True,
+) -> Path:
+    """Run (or resume) one experiment into `out_dir`; returns the folder.
+
+    The folder is locked first (one writer at a time) and stays locked until the summary is written.
+    """
+    console = console or Console(stderr=True)
+    with exclusive_writer(out_dir):
+        store = open_results(cfg, out_dir)
+        done = store.done_keys()
+        source = resolve_data_source(cfg.data_dir)
+        tasks = [get_task(name) for name in cfg.tasks]
+        examples = {task.name: task.load(source, cfg.limit, cfg.offset, cfg.seed, cfg.subjects) for task in tasks}
+        model_cache = {} if model_cache is None else model_cache  # loaded models and built runners, shared by sweep cells
+        engine = load_engine(cfg, console, model_cache)
+        chat = use_chat(cfg, engine.tokenizer)
+        prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
+        lengths = [int(p.ids.shape[0]) for task in tasks for p in prompts[task.name]]
+        compile_seconds = build_runners(cfg, engine, lengths, console, model_cache)
+
+        calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
+        write_manifest(out_dir, with_history(out_dir, build_manifest(cfg, engine, chat, calibration, tasks, compile_seconds)))
+
+        planned = plan(cfg, tasks, prompts)
+        jobs = [job for job in planned if job.key not in done]
+        skipped = len(planned) - len(jobs)
+        if skipped:
+            console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")
+        if jobs:
+            warm_up(cfg, engine, jobs, chat)
+            execute(cfg, engine, jobs, chat, store, calibration, console, sweep_values or {})
+        if show_summary:
+            show(out_dir, console)
+    return out_dir
+
+
+def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[Prompt]]) -> list[Job]:
+    """Examples outermost, methods innermost: every method of an example runs back to back."""
+    return [
+        Job(task, prompt, combination, method, repeat)
+        for task in tasks
+        for prompt in prompts[task.name]
+        for repeat in range(cfg.repeats)
+        for combination in cfg.combinations
+        for method in cfg.methods
+        if method != "hf-ensemble" or combination.rule == "we"  # the peer baseline is WE-only
+    ]
+
+
+def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.Tensor], console: Console) -> dict:
+    console.print("measuring each model's single-step and verification-pass forward times (for c and the pass cost)")
+    step = {runner.name: step_seconds(runner, prompt_ids, engine.device) for runner in engine.runners}
+    tokens = pass_tokens(dict(zip(cfg.model_names, cfg.gammas)), cfg.proposer)
+    passes = {runner.name: pass_seconds(runner, prompt_ids, engine.device, tokens[runner.name]) for runner in engine.runners}
+    return {
+        "step_seconds": step,
+        "c": cost_ratio(step, cfg.proposer),
+        "c_how": C_HOW,
+        "proposer": cfg.proposer,
+        "pass_tokens": tokens,
+        "pass_seconds": passes,
+        "pass_cost": {name: passes[name] / step[name] for name in passes},
+        "pass_how": PASS_HOW,
+    }
+
+
+def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool) -> None:
+    """Untimed decodes of every (setting, method) before any clock is read."""
+    first = jobs[0]
+    stop = stop_for(first.task, engine, chat, min(cfg.max_new_tokens, WARMUP_TOKENS))
+    for job in {(j.combination, j.method): j for j in jobs}.values():
+        for _ in range(cfg.warmup):
+            decode_one(engine, job.method, first.prompt.ids, settings_for(cfg, job.combination), stop, seed=0)
+
+
+def execute(
+    cfg: ExperimentConfig,
+    engine: Engine,
+    jobs: Sequence[Job],
+    chat: bool,
+    store: ResultsStore,
+    calibration: dict,
+    console: Console,
+    sweep_values: dict[str, Any],
+) -> None:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[live]}"),
+    )
+    live = LiveRates()
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(cfg.name, total=len(jobs), live="")
+        for job in jobs:
+            record = run_job(cfg, engine, job, chat, calibration, sweep_values)
+            store.append(record)
+            live.add(record)
+            progress.update(bar, advance=1, live=live.text())
+
+
+def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibration: dict, sweep_values: dict) -> RunRecord:
+    settings = settings_for(cfg, job.combination)
+    stop = stop_for(job.task, engine, chat, cfg.max_new_tokens)
+    seed = example_seed(cfg, job.task.name, job.prompt.index, job.repeat)
+    result, total_s = timed(lambda: decode_one(engine, job.method, job.prompt.ids, settings, stop, seed), engine.device)
+    # One total per decode: `timed` synchronises the device before both clock reads, while the
+    # loop's own clock (`total_seconds`) may stop with kernels still queued on an asynchronous
+    # device, so the synchronised wall time is the one recorded, in the timing and the accounting alike.
+    result = dataclasses.replace(result, total_seconds=total_s)
+    text = engine.tokenizer.decode(list(result.token_ids), skip_special_tokens=True)
+    completion = job.task.completion_for_scoring(job.prompt.example, text)
+    (score,) = job.task.score_many([job.prompt.example], [completion], allow_code_eval=cfg.allow_code_eval)
+    return RunRecord(
+        key=job.key,
+        run_label=cfg.name,
+        task=job.task.name,
+        example_id=job.prompt.example.example_id,
+        setting=job.combination.label,
+        rule=job.combination.rule,
+        method=job.method,
+        repeat=job.repeat,
+        seed=seed,
+        temperature=cfg.temperature,
+        n_models=len(cfg.models),
+        gammas=dict(cfg.gamma),
+        proposer=cfg.proposer,
+        paper_setting=cfg.paper_setting,
+        prompt_tokens=int(job.prompt.ids.shape[0]),
+        text=text,
+        timing=Timing.of(total_s, result.first_token_seconds),
+        accounting=result,
+        score=score,
+        calibration=Calibration(
+            step_seconds=calibration["step_seconds"],
+            c=calibration["c"],
+            pass_tokens=calibration["pass_tokens"],
+            pass_cost=calibration["pass_cost"],
+        ),
+        sweep=dict(sweep_values),
+    )
+
+
+class LiveRates:
+    """Running tokens/s and acceptance per method, for the progress bar."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.accepted: dict[str, int] = {}
+        self.drafted: dict[str, int] = {}
+
+    def add(self, record: RunRecord) -> None:
+        method = record.method
+        self.tokens[method] = self.tokens.get(method, 0) + record.new_tokens
+        self.seconds[method] = self.seconds.get(method, 0.0) + record.timing.total_s
+        self.accepted[method] = self.accepted.get(method, 0) + record.accounting.accepted_tokens
+        self.drafted[method] = self.drafted.get(method, 0) + record.accounting.drafted_tokens
+
+    def text(self) -> str:
+        parts = []
+        for method, tokens in self.tokens.items():
+            part = f"{method} {tokens / max(self.seconds[method], 1e-9):.1f} tok/s"
+            if self.drafted[method]:
+                part += f" acc {self.accepted[method] / self.drafted[method]:.2f}"
+            parts.append(part)
+        return " | ".join(parts)
+
+
+def show(folder: Path, console: Console) -> None:
+    summary = summarize(load_records([folder]))
+    console.print(render_console_table(summary))
+    paths = write_summary_report(summary, folder / "report")
+    console.print(f"results: {folder}/records.jsonl; report: {paths.summary_md}")
