@@ -137,7 +137,21 @@ def build_runners(
     prefills = {first.padded_length(length + extra) for length in prompt_lengths for extra in range(max_block + 1)}
     engine.graph_lengths = tuple(sorted(set(range(1, max_block + 1)) | prefills))
     console.print(f"compiling and recording {len(engine.graph_lengths)} fed lengths per model (untimed)")
-    return {runner.name: runner.warm_up(engine.graph_lengths) for runner in engine.runners}
+    return {runner.name: _warm_up_or_explain(runner, engine.graph_lengths) for runner in engine.runners}
+
+
+def _warm_up_or_explain(runner: StaticRunner, lengths: Sequence[int]) -> float:
+    """Compile and record; a model whose forward torch.compile cannot handle (a custom architecture,
+    an unsupported op, an old torch) is one line naming the way out, not a compiler traceback."""
+    try:
+        return runner.warm_up(lengths)
+    except (CosBenchError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 — torch.compile raises many types; each ends the same way
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CosBenchError(
+            f"the compiled engine could not compile or record {runner.name} ({type(exc).__name__}: {detail}); rerun with --engine eager"
+        ) from None
 
 
 def _round_up(value: int, step: int) -> int:
