@@ -8,22 +8,37 @@ official CoS code's worst habit). Every rejection is a `CosBenchError` of the fo
 The parsed config is fully resolved — default weights, γ per model, derived labels —
 so the runner never re-applies defaults. `config_to_dict` gives the JSON/YAML form that
 results files store; it parses back to an equal config.
+
+Parse once: the file, the command-line options, `--set` items and a sweep cell's values are
+merged as raw mappings (`merge_raw`) and `parse_config` builds the typed config a single time
+from the result. A γ the user never wrote is simply absent from the raw mapping, so it is
+defaulted against whichever proposer that config ends up with. Each config keeps the raw
+mapping it was built from (`source`) so overrides and sweep cells merge into it, not into a
+serialised copy.
+
+Validation is hand-written rather than pydantic v2 (which typer pulls in, but cos-bench does
+not depend on): every rejection here is one line naming the file, the key and the fix, and the
+error messages are a tested contract; pydantic would need its ValidationError translated back
+into that form for every field, and its coercions (`"5"` → 5, `1.0` → 1) are what this module
+refuses on purpose. The checks are small functions, one per kind of value, so little is saved.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import itertools
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
-from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE
+from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE, CombinationRule, Contrastive, WeightedEnsemble
 from cos_bench.errors import CosBenchError
 from cos_bench.methods import method_names
 from cos_bench.paper import PAPER_SETTINGS
@@ -54,8 +69,6 @@ TOP_LEVEL_KEYS = (
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "models", "combinations")
 MODEL_KEYS = ("name", "source")
-WE_KEYS = ("rule", "weights", "label")
-CD_KEYS = ("rule", "mu", "expert", "amateur", "plausibility_alpha", "label")
 SWEEP_KEYS = ("lambda", "mu", "gamma", "temperature", "proposer")
 
 
@@ -87,17 +100,136 @@ class ModelSpec:
     source: str  # hub id, local dir, .gguf path, or offline:<name>
 
 
-@dataclass(frozen=True)
-class Combination:
-    """One combination setting; `we` fills `weights`, `cd` fills mu/expert/amateur."""
+class Combination(ABC):
+    """One combination setting of a config: one frozen spec class per rule, listed in RULE_SPECS.
 
-    rule: str  # "we" | "cd"
-    weights: tuple[float, ...] | None  # aligned with the models
-    mu: float | None
-    expert: str | None
-    amateur: str | None
+    `core` is the rule class it builds; its name (`rule`, as configs and records write it) is
+    that class's key in the rule registry, core.combine.COMBINATION_RULES.
+    """
+
+    core: ClassVar[type[CombinationRule]]
+    keys: ClassVar[tuple[str, ...]]  # the keys its config entry may have
+    label: str
+
+    @property
+    def rule(self) -> str:
+        return next(name for name, cls in COMBINATION_RULES.items() if cls is self.core)
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Combination:
+        """Validate one raw `combinations[i]` entry (its keys already checked) against the model names."""
+
+    @abstractmethod
+    def build(self, model_names: Sequence[str]) -> CombinationRule:
+        """The core rule, with roles resolved to positions in `model_names`."""
+
+    @abstractmethod
+    def to_dict(self) -> dict:
+        """The entry as `config_to_dict` writes it (stored in manifests: keep it stable)."""
+
+
+@dataclass(frozen=True)
+class WeightedEnsembleSpec(Combination):
+    """rule: we — the models' tempered distributions mixed with `weights`."""
+
+    core: ClassVar[type[CombinationRule]] = WeightedEnsemble
+    keys: ClassVar[tuple[str, ...]] = ("rule", "weights", "label")
+
+    weights: tuple[float, ...]  # aligned with the models
+    label: str
+
+    @classmethod
+    def parse(cls, origin: str, key: str, entry: Mapping, names: Sequence[str]) -> WeightedEnsembleSpec:
+        n = len(names)
+        raw = entry.get("weights")
+        if raw is None:
+            weights = tuple([1.0 / n] * n)  # paper default: uniform
+        else:
+            items = _list(origin, f"{key}.weights", raw)
+            if len(items) != n:
+                raise _fail(
+                    origin,
+                    f"{key}.weights",
+                    f"needs one weight per model ({n}: {', '.join(names)}), got {len(items)}",
+                )
+            weights = tuple(_float(origin, f"{key}.weights[{i}]", w, minimum=0.0) for i, w in enumerate(items))
+            total = math.fsum(weights)
+            if abs(total - 1.0) > WEIGHT_TOLERANCE:
+                raise _fail(origin, f"{key}.weights", f"must sum to 1 (got {total:.6g}); rescale them")
+        return cls(weights, _label(origin, key, entry, _we_label(weights)))
+
+    def build(self, model_names: Sequence[str]) -> CombinationRule:
+        return WeightedEnsemble(self.weights)
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule, "weights": list(self.weights), "label": self.label}
+
+
+@dataclass(frozen=True)
+class ContrastiveSpec(Combination):
+    """rule: cd — the expert's logits minus μ times the amateur's (2 models, roles named)."""
+
+    core: ClassVar[type[CombinationRule]] = Contrastive
+    keys: ClassVar[tuple[str, ...]] = ("rule", "mu", "expert", "amateur", "plausibility_alpha", "label")
+
+    mu: float
+    expert: str
+    amateur: str
     plausibility_alpha: float | None  # CD plausibility mask (off = None, as in the paper)
     label: str
+
+    @classmethod
+    def parse(cls, origin: str, key: str, entry: Mapping, names: Sequence[str]) -> ContrastiveSpec:
+        if len(names) != 2:
+            raise _fail(
+                origin,
+                f"{key}.rule",
+                f"cd needs exactly 2 models (this config has {len(names)}); use rule: we or list two models",
+            )
+        mu = _float(origin, f"{key}.mu", entry.get("mu", DEFAULT_MU), minimum=0.0)
+        # Roles are required, never guessed from model order: swapping them inverts the formula.
+        roles = {}
+        for role in ("expert", "amateur"):
+            if entry.get(role) is None:
+                raise _fail(origin, f"{key}.{role}", f"required for cd; name the {role} model ({' or '.join(names)})")
+            roles[role] = _model_name(origin, f"{key}.{role}", entry[role], names)
+        if roles["expert"] == roles["amateur"]:
+            raise _fail(origin, f"{key}.amateur", "must differ from the expert; name the other model")
+        alpha = entry.get("plausibility_alpha")
+        if alpha is not None:
+            alpha = _float(origin, f"{key}.plausibility_alpha", alpha, minimum=0.0, inclusive=False)
+            if alpha >= 1:
+                raise _fail(origin, f"{key}.plausibility_alpha", f"must be in (0, 1) or null (got {alpha:g})")
+        label = f"cd-{_fmt(mu)}" + (f"-pa{_fmt(alpha)}" if alpha is not None else "")
+        return cls(mu, roles["expert"], roles["amateur"], alpha, _label(origin, key, entry, label))
+
+    def build(self, model_names: Sequence[str]) -> CombinationRule:
+        return Contrastive(
+            self.mu,
+            expert_index=model_names.index(self.expert),
+            amateur_index=model_names.index(self.amateur),
+            plausibility_alpha=self.plausibility_alpha,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "rule": self.rule,
+            "mu": self.mu,
+            "expert": self.expert,
+            "amateur": self.amateur,
+            "plausibility_alpha": self.plausibility_alpha,
+            "label": self.label,
+        }
+
+
+# One spec per core rule class; the rule's name comes from core.combine.COMBINATION_RULES.
+# A new rule: its class registered there, and its spec class listed here.
+RULE_SPECS: tuple[type[Combination], ...] = (WeightedEnsembleSpec, ContrastiveSpec)
+
+
+def _spec_for(rule: str) -> type[Combination]:
+    return next(spec for spec in RULE_SPECS if spec.core is COMBINATION_RULES[rule])
 
 
 @dataclass(frozen=True)
@@ -138,9 +270,10 @@ class ExperimentConfig:
     data_dir: str | None
     allow_code_eval: bool
     sweep: SweepSpec | None
-    # Which gamma entries the user wrote; the others follow the proposer when it changes
-    # (overrides, sweeps). Not part of equality: it is provenance, not configuration.
-    explicit_gamma: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    # The raw mapping this config was parsed from: overrides and sweep cells merge into it and
+    # parse once (a γ the user did not write stays absent and follows the proposer). Not part
+    # of equality: it is provenance, not configuration.
+    source: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -159,8 +292,25 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------- errors and readers
 
 
+class _KeyedOrigin(str):
+    """The file's name, plus the keys a merge took from elsewhere (`gamma`, `gamma.small` -> "command line")."""
+
+    def __new__(cls, default: str, by_key: Mapping[str, str]) -> _KeyedOrigin:
+        origin = super().__new__(cls, default)
+        origin.by_key = dict(by_key)
+        return origin
+
+    def of(self, key: str) -> str:
+        path = key.split("[")[0]
+        for candidate in (path, path.split(".")[0]):
+            if candidate in self.by_key:
+                return self.by_key[candidate]
+        return str(self)
+
+
 def _fail(origin: str, key: str, reason: str) -> CosBenchError:
-    return CosBenchError(f"{origin}: {key}: {reason}")
+    where = origin.of(key) if isinstance(origin, _KeyedOrigin) else origin
+    return CosBenchError(f"{where}: {key}: {reason}")
 
 
 def _check_keys(origin: str, prefix: str, data: Mapping, allowed: Sequence[str]) -> None:
@@ -274,57 +424,13 @@ def _parse_combination(origin: str, key: str, value: Any, names: Sequence[str]) 
     entry = _mapping(origin, key, value)
     if "rule" not in entry:
         raise _fail(origin, f"{key}.rule", f"required; use one of {', '.join(COMBINATION_RULES)}")
-    rule = _choice(origin, f"{key}.rule", entry["rule"], tuple(COMBINATION_RULES))
-    _check_keys(origin, f"{key}.", entry, WE_KEYS if rule == "we" else CD_KEYS)
-    combination = _parse_we(origin, key, entry, names) if rule == "we" else _parse_cd(origin, key, entry, names)
-    if entry.get("label") is not None:
-        combination = replace(combination, label=_str(origin, f"{key}.label", entry["label"]))
-    return combination
+    spec = _spec_for(_choice(origin, f"{key}.rule", entry["rule"], tuple(COMBINATION_RULES)))
+    _check_keys(origin, f"{key}.", entry, spec.keys)
+    return spec.parse(origin, key, entry, names)
 
 
-def _parse_we(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Combination:
-    n = len(names)
-    raw = entry.get("weights")
-    if raw is None:
-        weights = tuple([1.0 / n] * n)  # paper default: uniform
-    else:
-        items = _list(origin, f"{key}.weights", raw)
-        if len(items) != n:
-            raise _fail(
-                origin,
-                f"{key}.weights",
-                f"needs one weight per model ({n}: {', '.join(names)}), got {len(items)}",
-            )
-        weights = tuple(_float(origin, f"{key}.weights[{i}]", w, minimum=0.0) for i, w in enumerate(items))
-        total = math.fsum(weights)
-        if abs(total - 1.0) > WEIGHT_TOLERANCE:
-            raise _fail(origin, f"{key}.weights", f"must sum to 1 (got {total:.6g}); rescale them")
-    return Combination("we", weights, None, None, None, None, label=_we_label(weights))
-
-
-def _parse_cd(origin: str, key: str, entry: Mapping, names: Sequence[str]) -> Combination:
-    if len(names) != 2:
-        raise _fail(
-            origin,
-            f"{key}.rule",
-            f"cd needs exactly 2 models (this config has {len(names)}); use rule: we or list two models",
-        )
-    mu = _float(origin, f"{key}.mu", entry.get("mu", DEFAULT_MU), minimum=0.0)
-    # Roles are required, never guessed from model order: swapping them inverts the formula.
-    roles = {}
-    for role in ("expert", "amateur"):
-        if entry.get(role) is None:
-            raise _fail(origin, f"{key}.{role}", f"required for cd; name the {role} model ({' or '.join(names)})")
-        roles[role] = _model_name(origin, f"{key}.{role}", entry[role], names)
-    if roles["expert"] == roles["amateur"]:
-        raise _fail(origin, f"{key}.amateur", "must differ from the expert; name the other model")
-    alpha = entry.get("plausibility_alpha")
-    if alpha is not None:
-        alpha = _float(origin, f"{key}.plausibility_alpha", alpha, minimum=0.0, inclusive=False)
-        if alpha >= 1:
-            raise _fail(origin, f"{key}.plausibility_alpha", f"must be in (0, 1) or null (got {alpha:g})")
-    label = f"cd-{_fmt(mu)}" + (f"-pa{_fmt(alpha)}" if alpha is not None else "")
-    return Combination("cd", None, mu, roles["expert"], roles["amateur"], alpha, label=label)
+def _label(origin: str, key: str, entry: Mapping, derived: str) -> str:
+    return derived if entry.get("label") is None else _str(origin, f"{key}.label", entry["label"])
 
 
 def _we_label(weights: Sequence[float]) -> str:
@@ -372,21 +478,21 @@ def _gamma(origin: str, key: str, value: Any, max_new_tokens: int) -> int:
     return gamma
 
 
-def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int) -> tuple[FrozenMap, frozenset[str]]:
+def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int) -> FrozenMap:
+    """γ per model: as written, else the default for this config's proposer (5) or a verifier (1)."""
     given = _mapping(origin, "gamma", value if value is not None else {})
-    explicit = {}
+    written = {}
     for name, g in given.items():
         _model_name(origin, f"gamma.{name}", name, names)
-        explicit[name] = _gamma(origin, f"gamma.{name}", g, max_new_tokens)
-    resolved = {name: explicit.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA) for name in names}
-    return FrozenMap(resolved), frozenset(explicit)
+        written[name] = _gamma(origin, f"gamma.{name}", g, max_new_tokens)
+    return FrozenMap({name: written.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA) for name in names})
 
 
 def _parse_methods(origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]) -> tuple[str, ...]:
     methods = _parse_choices(origin, "methods", value, method_names())
     if "hf-ensemble" in methods:
         # The peer baseline exists for 2-model WE only; the runner skips it for cd combinations.
-        has_we = any(c.rule == "we" for c in combinations)
+        has_we = any(isinstance(c, WeightedEnsembleSpec) for c in combinations)
         if len(names) != 2 or not has_we:
             found = f"{len(names)} models" if len(names) != 2 else "no we combination"
             raise _fail(
@@ -454,13 +560,13 @@ def _parse_sweep(
         _model_name(origin, f"sweep.gamma.{name}", name, names)
         items = _list(origin, f"sweep.gamma.{name}", values)
         gammas[name] = tuple(_gamma(origin, f"sweep.gamma.{name}[{i}]", g, max_new_tokens) for i, g in enumerate(items))
-    if lambdas and (len(names) != 2 or not any(c.rule == "we" for c in combinations)):
+    if lambdas and (len(names) != 2 or not any(isinstance(c, WeightedEnsembleSpec) for c in combinations)):
         raise _fail(
             origin,
             "sweep.lambda",
             "applies only to 2-model we combinations and this config has none; remove it or add a we combination",
         )
-    if mus and not any(c.rule == "cd" for c in combinations):
+    if mus and not any(isinstance(c, ContrastiveSpec) for c in combinations):
         raise _fail(
             origin,
             "sweep.mu",
@@ -481,7 +587,8 @@ def _lambda(origin: str, key: str, value: Any) -> float:
 
 
 def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
-    """Validate a config mapping (parsed YAML, or config_to_dict output); `origin` names it in errors."""
+    """Validate a raw config mapping (parsed YAML, merged overrides, or config_to_dict output) into
+    the typed config, once; `origin` names it in errors."""
     data = _mapping(origin, "top level", data)
     _check_keys(origin, "", data, TOP_LEVEL_KEYS)
     for key in REQUIRED_KEYS:
@@ -495,7 +602,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
     combinations = _parse_combinations(origin, data["combinations"], names)
     proposer = names[0] if data.get("proposer") is None else _model_name(origin, "proposer", data["proposer"], names)
     max_new_tokens = _int(origin, "max_new_tokens", data.get("max_new_tokens", 128), minimum=1)  # bounds γ
-    gamma, explicit_gamma = _parse_gamma(origin, data.get("gamma"), names, proposer, max_new_tokens)
+    gamma = _parse_gamma(origin, data.get("gamma"), names, proposer, max_new_tokens)
     paper_setting = data.get("paper_setting")
     if paper_setting is not None:
         paper_setting = _choice(origin, "paper_setting", paper_setting, tuple(PAPER_SETTINGS))
@@ -524,12 +631,12 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         data_dir=_parse_data_dir(origin, data.get("data_dir")),
         allow_code_eval=_parse_bool(origin, "allow_code_eval", data.get("allow_code_eval", False)),
         sweep=_parse_sweep(origin, data.get("sweep"), names, combinations, max_new_tokens),
-        explicit_gamma=explicit_gamma,
+        source=copy.deepcopy(dict(data)),
     )
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate one experiment YAML file."""
+def read_config_file(path: str | Path) -> dict:
+    """One experiment YAML file as its raw top-level mapping (not yet validated)."""
     origin = str(path)
     path = Path(path)
     if not path.is_file():
@@ -551,29 +658,61 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise CosBenchError(f"{origin}: not valid YAML ({_yaml_problem(exc)}); fix the syntax there") from exc
     if data is None:
         raise CosBenchError(f"{origin}: the file is empty; see {DEFAULT_CONFIG_PATH} for an example")
-    return parse_config(data, origin)
+    return dict(_mapping(origin, "top level", data))
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate one experiment YAML file."""
+    return parse_config(read_config_file(path), str(path))
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:
     """The effective config as plain JSON/YAML types; `parse_config` turns it back into an equal config."""
-    return _to_dict(cfg, explicit_gamma_only=False)
+    return {
+        "name": cfg.name,
+        "paper_setting": cfg.paper_setting,
+        "models": [{"name": m.name, "source": m.source} for m in cfg.models],
+        "combinations": [c.to_dict() for c in cfg.combinations],
+        "methods": list(cfg.methods),
+        "gamma": dict(cfg.gamma),
+        "proposer": cfg.proposer,
+        "temperature": cfg.temperature,
+        "tasks": list(cfg.tasks),
+        "limit": cfg.limit,
+        "offset": cfg.offset,
+        "seed": cfg.seed,
+        "subjects": None if cfg.subjects is None else list(cfg.subjects),
+        "max_new_tokens": cfg.max_new_tokens,
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "dtype": cfg.dtype,
+        "device": cfg.device,
+        "engine": cfg.engine,
+        "chat": "auto" if cfg.chat is None else cfg.chat,
+        "data_dir": cfg.data_dir,
+        "allow_code_eval": cfg.allow_code_eval,
+        "sweep": _sweep_to_dict(cfg.sweep),
+    }
+
+
+def merge_raw(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """`overrides` laid over a raw config mapping: `gamma` merges per model, every other key replaces."""
+    merged = copy.deepcopy(dict(data))
+    for key, value in overrides.items():
+        if key == "gamma" and isinstance(value, Mapping) and isinstance(merged.get("gamma"), Mapping):
+            merged["gamma"] = {**merged["gamma"], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], origin: str = "command line") -> ExperimentConfig:
-    """Replace top-level settings (values already parsed) and re-validate the whole config.
+    """`cfg`'s raw mapping with `overrides` merged in (`merge_raw`), parsed once.
 
-    `gamma` merges into the existing per-model values; every other key replaces. γ values
-    the file did not set are re-derived, so overriding `proposer` gives the new proposer γ=5.
+    γ values the file did not set stay unset, so overriding `proposer` gives the new proposer γ=5.
+    `cfg` was valid, so any error is the overrides' and names `origin`.
     """
-    data = _to_dict(cfg, explicit_gamma_only=True)
-    for key, value in overrides.items():
-        if key not in TOP_LEVEL_KEYS:
-            _check_keys(origin, "", {key: value}, TOP_LEVEL_KEYS)
-        if key == "gamma" and isinstance(value, Mapping):
-            data["gamma"] = {**data["gamma"], **value}
-        else:
-            data[key] = value
-    return parse_config(data, origin)
+    return parse_config(merge_raw(cfg.source, overrides), origin)
 
 
 def config_from_command_line(
@@ -582,21 +721,31 @@ def config_from_command_line(
     sets: Sequence[str] | None = None,
     grids: Mapping[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """The config file (default: the shipped default.yaml) with the command line applied, validated once.
+    """The config file (default: the shipped default.yaml) with the command line merged in, validated once.
 
     `options` maps config keys to the options' raw values (None = not given); `sets` are
     `--set KEY=YAML` items, applied after them; `grids` maps sweep axes to the raw grid
     options (`--lambda 0.2,0.8`, `--gamma-grid small=1,3`) and becomes the config's `sweep`.
     """
-    cfg = load_config(path or DEFAULT_CONFIG_PATH)
+    path = path or DEFAULT_CONFIG_PATH
+    raw = read_config_file(path)
     given = {key: _OPTION_READERS.get(key, _as_given)(value) for key, value in options.items() if value is not None}
     given = {key: value for key, value in given.items() if value is not None}
-    given.update(parse_sets(sets))
-    grid = {axis: _GRID_READERS[axis](raw) for axis, raw in (grids or {}).items() if raw}
+    given = merge_raw(given, parse_sets(sets))
+    grid = {axis: _GRID_READERS[axis](text) for axis, text in (grids or {}).items() if text}
     grid = {axis: values for axis, values in grid.items() if values}
     if grid:
         given["sweep"] = grid
-    return apply_overrides(cfg, given) if given else cfg
+    return parse_config(merge_raw(raw, given), _merged_origin(str(path), given, "command line"))
+
+
+def _merged_origin(default: str, overrides: Mapping[str, Any], origin: str) -> str:
+    """Errors name `origin` for an overridden key (per model for `gamma`), `default` for the rest."""
+    by_key = {key: origin for key in overrides}
+    if isinstance(overrides.get("gamma"), Mapping):  # merged per model: the file's own entries keep its name
+        del by_key["gamma"]
+        by_key.update({f"gamma.{name}": origin for name in overrides["gamma"]})
+    return _KeyedOrigin(default, by_key) if by_key else default
 
 
 def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -674,11 +823,24 @@ _GRID_READERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def sweep_cells(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
-    """Expand the sweep grid: one (cell label, config without a sweep) per point of the Cartesian product.
+@dataclass(frozen=True)
+class SweepCell:
+    """One point of a sweep grid: its swept values, the label naming its folder, and its config."""
 
-    λ sets [λ, 1−λ] on every we combination, μ sets every cd combination's μ (their
-    labels are re-derived); gamma, temperature and proposer set the top-level values.
+    values: Mapping[str, Any]  # swept key ("lambda", "gamma.small", ...) -> value, in label order
+    config: ExperimentConfig
+
+    @property
+    def label(self) -> str:
+        return _cell_label(self.values)
+
+
+def sweep_cells(cfg: ExperimentConfig) -> list[SweepCell]:
+    """Expand the sweep grid: one cell (values, config without a sweep) per point of the Cartesian product.
+
+    Each cell's values are merged into the config's raw mapping and parsed once: λ sets
+    [λ, 1−λ] on every we combination, μ sets every cd combination's μ (their labels are
+    derived again); gamma, temperature and proposer set the top-level values.
     """
     if cfg.sweep is None or cfg.sweep.is_empty:
         raise CosBenchError(
@@ -687,58 +849,57 @@ def sweep_cells(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
         )
     axes = _sweep_axes(cfg.sweep)
     cells = []
-    for point in itertools.product(*(values for _, values, _ in axes)):
-        data = _to_dict(cfg, explicit_gamma_only=True)
-        data["sweep"] = None
-        for (_, _, apply), value in zip(axes, point):
-            apply(data, value)
+    for point in itertools.product(*(values for _, values in axes)):
+        values = FrozenMap({key: value for (key, _), value in zip(axes, point)})
+        data = merge_raw(cfg.source, {"sweep": None})
+        for key, value in values.items():
+            _apply_cell_value(data, key, value)
         data["combinations"] = _dedupe(data["combinations"])  # several we combos collapse under one λ
-        label = ",".join(f"{key}={_fmt_value(value)}" for (key, _, _), value in zip(axes, point))
-        cells.append((label, parse_config(data, f"{cfg.name} sweep cell {label}")))
+        cells.append(SweepCell(values, parse_config(data, f"{cfg.name} sweep cell {_cell_label(values)}")))
     return cells
 
 
 # --------------------------------------------------------------------------- internals
 
 
-def _sweep_axes(sweep: SweepSpec) -> list[tuple[str, tuple, Callable[[dict, Any], None]]]:
-    """(label key, values, how to apply one value to a config dict) for each non-empty axis, in label order."""
-    axes: list[tuple[str, tuple, Callable[[dict, Any], None]]] = []
-    if sweep.lambdas:
-        axes.append(("lambda", sweep.lambdas, lambda d, lam: _set_rule(d, "we", weights=[lam, 1.0 - lam])))
-    if sweep.mus:
-        axes.append(("mu", sweep.mus, lambda d, mu: _set_rule(d, "cd", mu=mu)))
-    for name, values in sweep.gammas.items():
-        axes.append((f"gamma.{name}", values, lambda d, g, name=name: d["gamma"].__setitem__(name, g)))
-    if sweep.temperatures:
-        axes.append(("temperature", sweep.temperatures, lambda d, t: d.__setitem__("temperature", t)))
-    if sweep.proposers:
-        axes.append(("proposer", sweep.proposers, lambda d, p: d.__setitem__("proposer", p)))
-    return axes
+def _cell_label(values: Mapping[str, Any]) -> str:
+    """'lambda=0.5,gamma.small=3': names a cell's folder; stored records keep the values themselves."""
+    return ",".join(f"{key}={_fmt_value(value)}" for key, value in values.items())
 
 
-def _set_rule(data: dict, rule: str, **values: Any) -> None:
-    for combination in data["combinations"]:
-        if combination["rule"] == rule:
+def _sweep_axes(sweep: SweepSpec) -> list[tuple[str, tuple]]:
+    """(swept key, values) for each non-empty axis, in label order."""
+    axes = [("lambda", sweep.lambdas), ("mu", sweep.mus)]
+    axes += [(f"gamma.{name}", values) for name, values in sweep.gammas.items()]
+    axes += [("temperature", sweep.temperatures), ("proposer", sweep.proposers)]
+    return [(key, values) for key, values in axes if values]
+
+
+def _apply_cell_value(data: dict, key: str, value: Any) -> None:
+    """One swept value laid over a raw config mapping."""
+    if key == "lambda":
+        _set_rule(data, WeightedEnsemble, weights=[value, 1.0 - value])
+    elif key == "mu":
+        _set_rule(data, Contrastive, mu=value)
+    elif key.startswith("gamma."):
+        data["gamma"] = {**(data.get("gamma") or {}), key[len("gamma.") :]: value}
+    else:
+        data[key] = value
+
+
+def _set_rule(data: dict, core: type[CombinationRule], **values: Any) -> None:
+    combinations = [dict(c) for c in data["combinations"]]
+    for combination in combinations:
+        if COMBINATION_RULES[combination["rule"]] is core:
             combination.update(values)
             combination.pop("label", None)  # a hand-written label would now lie; derive it again
+    data["combinations"] = combinations
 
 
 def _dedupe(items: list) -> list:
+    # Entries that differ only in keys written as null are the same combination.
+    items = [{k: v for k, v in item.items() if v is not None} if isinstance(item, Mapping) else item for item in items]
     return [item for i, item in enumerate(items) if item not in items[:i]]
-
-
-def _combination_to_dict(c: Combination) -> dict:
-    if c.rule == "we":
-        return {"rule": "we", "weights": list(c.weights or ()), "label": c.label}
-    return {
-        "rule": "cd",
-        "mu": c.mu,
-        "expert": c.expert,
-        "amateur": c.amateur,
-        "plausibility_alpha": c.plausibility_alpha,
-        "label": c.label,
-    }
 
 
 def _sweep_to_dict(s: SweepSpec | None) -> dict | None:
@@ -752,35 +913,6 @@ def _sweep_to_dict(s: SweepSpec | None) -> dict | None:
         "proposer": list(s.proposers),
     }
     return {key: value for key, value in out.items() if value}
-
-
-def _to_dict(cfg: ExperimentConfig, *, explicit_gamma_only: bool) -> dict:
-    gamma = {n: g for n, g in cfg.gamma.items() if not explicit_gamma_only or n in cfg.explicit_gamma}
-    return {
-        "name": cfg.name,
-        "paper_setting": cfg.paper_setting,
-        "models": [{"name": m.name, "source": m.source} for m in cfg.models],
-        "combinations": [_combination_to_dict(c) for c in cfg.combinations],
-        "methods": list(cfg.methods),
-        "gamma": gamma,
-        "proposer": cfg.proposer,
-        "temperature": cfg.temperature,
-        "tasks": list(cfg.tasks),
-        "limit": cfg.limit,
-        "offset": cfg.offset,
-        "seed": cfg.seed,
-        "subjects": None if cfg.subjects is None else list(cfg.subjects),
-        "max_new_tokens": cfg.max_new_tokens,
-        "repeats": cfg.repeats,
-        "warmup": cfg.warmup,
-        "dtype": cfg.dtype,
-        "device": cfg.device,
-        "engine": cfg.engine,
-        "chat": "auto" if cfg.chat is None else cfg.chat,
-        "data_dir": cfg.data_dir,
-        "allow_code_eval": cfg.allow_code_eval,
-        "sweep": _sweep_to_dict(cfg.sweep),
-    }
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -15,25 +15,12 @@ import torch
 from rich.console import Console
 
 from cos_bench.config import Combination, ExperimentConfig
-from cos_bench.core import Contrastive, DecodeResult, DecodeSettings, HFRunner, ModelRunner, StopRule, WeightedEnsemble
-from cos_bench.core.combine import CombinationRule
+from cos_bench.core import DecodeResult, DecodeSettings, HFRunner, ModelRunner, StopRule
 from cos_bench.core.runner import PREFILL_BUCKET, StaticRunner
 from cos_bench.errors import CosBenchError
 from cos_bench.methods import DecodeContext, get_method
 from cos_bench.models import MULTI_GPU, LoadedModel, load_model, resolve_device, shared_vocab_size
 from cos_bench.tasks.base import Example, Task
-
-
-def build_rule(combination: Combination, model_names: Sequence[str]) -> CombinationRule:
-    if combination.rule == "we":
-        return WeightedEnsemble(combination.weights)
-    return Contrastive(
-        combination.mu,
-        expert_index=model_names.index(combination.expert),
-        amateur_index=model_names.index(combination.amateur),
-        plausibility_alpha=combination.plausibility_alpha,
-    )
-
 
 ENGINE_HOW = (
     "eager: one Hugging Face forward per call with a DynamicCache; compiled: a StaticCache sized once and "
@@ -180,7 +167,7 @@ def build_prompts(task: Task, examples: Sequence[Example], engine: Engine, chat:
 
 
 def settings_for(cfg: ExperimentConfig, combination: Combination) -> DecodeSettings:
-    return DecodeSettings(build_rule(combination, cfg.model_names), cfg.temperature, cfg.gammas, cfg.proposer_index)
+    return DecodeSettings(combination.build(cfg.model_names), cfg.temperature, cfg.gammas, cfg.proposer_index)
 
 
 def stop_for(task: Task, engine: Engine, chat: bool, max_new_tokens: int) -> StopRule:

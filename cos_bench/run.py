@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cos_bench.config import Combination, ExperimentConfig
+from cos_bench.config import Combination, ExperimentConfig, WeightedEnsembleSpec
 from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decode_one, load_engine, settings_for, stop_for, use_chat
 from cos_bench.manifest import build_manifest, open_results, with_history
 from cos_bench.metrics import load_records, summarize
@@ -104,7 +104,7 @@ def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[P
         for repeat in range(cfg.repeats)
         for combination in cfg.combinations
         for method in cfg.methods
-        if method != "hf-ensemble" or combination.rule == "we"  # the peer baseline is WE-only
+        if method != "hf-ensemble" or isinstance(combination, WeightedEnsembleSpec)  # the peer baseline is WE-only
     ]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from cos_bench.config import ExperimentConfig, config_to_dict, sweep_cells
-from cos_bench.folders import parse_cell_label, report_folders
+from cos_bench.folders import report_folders
 from cos_bench.run import run_experiment
 from cos_bench.storage import exclusive_writer
 
@@ -24,13 +24,13 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
     cells = sweep_cells(cfg)
     # The sweep folder has one writer too: a second sweep would rewrite sweep.json and the report.
     with exclusive_writer(out_dir):
-        (out_dir / "sweep.json").write_text(json.dumps({"config": config_to_dict(cfg), "cells": [label for label, _ in cells]}, indent=2))
+        (out_dir / "sweep.json").write_text(json.dumps({"config": config_to_dict(cfg), "cells": [cell.label for cell in cells]}, indent=2))
         cache: dict[str, Any] = {}
         folders = []
-        for number, (label, cell) in enumerate(cells, 1):
-            console.rule(f"cell {number}/{len(cells)}: {label}")
-            folder = out_dir / cell_folder_name(label)
-            folders.append(run_experiment(cell, folder, console, cache, parse_cell_label(label), show_summary=False))
+        for number, cell in enumerate(cells, 1):
+            console.rule(f"cell {number}/{len(cells)}: {cell.label}")
+            folder = out_dir / cell_folder_name(cell.label)
+            folders.append(run_experiment(cell.config, folder, console, cache, dict(cell.values), show_summary=False))
         paths = report_folders([out_dir], out_dir / "report", console)
     console.print(f"sweep report: {paths.summary_md}")
     return folders

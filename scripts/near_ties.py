@@ -31,7 +31,7 @@ import torch
 from rich.console import Console
 
 from cos_bench.config import apply_overrides, load_config
-from cos_bench.engine import build_prompts, build_rule, load_engine, use_chat
+from cos_bench.engine import build_prompts, load_engine, use_chat
 from cos_bench.folders import sweep_folders
 from cos_bench.storage import RECORDS_NAME, read_records
 from cos_bench.tasks import get_task
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     chat = use_chat(cfg, engine.tokenizer)
     source = resolve_data_source(cfg.data_dir)
     names = [m.name for m in cfg.models]
-    rules = {c.label: build_rule(c, names) for c in cfg.combinations}
+    rules = {c.label: c.build(names) for c in cfg.combinations}
     prompt_ids = {}
     for task_name in sorted({case["task"] for case in cases}):
         task = get_task(task_name)

@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,17 @@ from cos_bench.config import (
     CONFIGS_DIR,
     DEFAULT_CONFIG_PATH,
     PAPER_SETTINGS,
+    ContrastiveSpec,
     ExperimentConfig,
+    WeightedEnsembleSpec,
     apply_overrides,
+    config_from_command_line,
     config_to_dict,
     load_config,
     parse_config,
     sweep_cells,
 )
+from cos_bench.core.combine import Contrastive, WeightedEnsemble
 from cos_bench.errors import CosBenchError
 
 SHIPPED = sorted(CONFIGS_DIR.glob("*.yaml"))
@@ -316,9 +321,12 @@ def test_sweep_cells_full_grid():
     }
     cells = sweep_cells(parse_config(base(sweep=sweep), "x"))
     assert len(cells) == 3 * 2 * 3 * 2 * 2
-    labels = [label for label, _ in cells]
+    labels = [cell.label for cell in cells]
     assert len(set(labels)) == len(labels)
-    cell = dict(cells)["lambda=0.2,mu=0.5,gamma.small=3,temperature=1,proposer=large"]
+    by_label = {cell.label: cell for cell in cells}
+    values = by_label["lambda=0.2,mu=0.5,gamma.small=3,temperature=1,proposer=large"].values
+    assert dict(values) == {"lambda": 0.2, "mu": 0.5, "gamma.small": 3, "temperature": 1.0, "proposer": "large"}
+    cell = by_label["lambda=0.2,mu=0.5,gamma.small=3,temperature=1,proposer=large"].config
     assert cell.combinations[0].weights == pytest.approx((0.2, 0.8)) and cell.combinations[0].label == "we-0.2"
     assert cell.combinations[1].mu == 0.5 and cell.combinations[1].label == "cd-0.5"
     assert (cell.gamma["small"], cell.temperature, cell.proposer, cell.sweep) == (3, 1.0, "large", None)
@@ -328,12 +336,14 @@ def test_sweep_cells_full_grid():
 def test_sweep_relabels_and_collapses_we_combinations():
     data = base(combinations=[{"rule": "we", "weights": [0.3, 0.7], "label": "mine"}, {"rule": "we", "weights": [0.6, 0.4]}])
     cells = sweep_cells(parse_config(dict(data, sweep={"lambda": [0.5]}), "x"))
-    assert [(label, [c.label for c in cfg.combinations]) for label, cfg in cells] == [("lambda=0.5", ["we-0.5"])]
+    assert [(label, [c.label for c in cfg.combinations]) for label, cfg in [(c.label, c.config) for c in cells]] == [
+        ("lambda=0.5", ["we-0.5"])
+    ]
 
 
 def test_sweep_keeps_untouched_labels():
     data = base(combinations=[{"rule": "we", "label": "mine"}, BASE["combinations"][1]], sweep={"mu": [0.2, 0.3]})
-    assert [[c.label for c in cfg.combinations] for _, cfg in sweep_cells(parse_config(data, "x"))] == [
+    assert [[c.label for c in cfg.combinations] for cfg in [c.config for c in sweep_cells(parse_config(data, "x"))]] == [
         ["mine", "cd-0.2"],
         ["mine", "cd-0.3"],
     ]
@@ -343,3 +353,72 @@ def test_empty_sweep_says_how_to_add_one():
     for data in (base(), base(sweep={})):
         with pytest.raises(CosBenchError, match="add a `sweep:` section"):
             sweep_cells(parse_config(data, "x"))
+
+
+# --------------------------------------------------------------------------- parse once, committed results
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+COMMITTED_MANIFESTS = sorted(RESULTS.glob("**/manifest.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED_MANIFESTS, ids=lambda p: str(p.parent.relative_to(RESULTS)))
+def test_committed_results_still_resume(path):
+    """open_results compares config_to_dict with the stored config: a committed folder must still match
+    (on the fields a resumption may not change; these folders predate the `engine` key)."""
+    from cos_bench.manifest import comparable
+
+    stored = json.loads(path.read_text())["config"]
+    cfg = parse_config(stored, str(path))
+    assert comparable(config_to_dict(cfg)) == comparable(stored)
+
+
+def test_committed_sweep_cells_are_rebuilt_from_the_sweep_config():
+    from cos_bench.manifest import comparable
+    from cos_bench.sweep import cell_folder_name
+
+    folder = RESULTS / "cpu-benchmark"
+    written = json.loads((folder / "sweep.json").read_text())
+    cells = sweep_cells(parse_config(written["config"], "sweep.json"))
+    assert [cell.label for cell in cells] == written["cells"]
+    for cell in cells:
+        stored = json.loads((folder / cell_folder_name(cell.label) / "manifest.json").read_text())["config"]
+        assert comparable(config_to_dict(cell.config)) == comparable(stored)
+
+
+def test_a_sweep_cell_is_the_raw_config_plus_its_values_parsed_once():
+    cfg = parse_config(base(sweep={"proposer": ["small", "large"], "mu": [0.3]}), "x")
+    for cell in sweep_cells(cfg):
+        expected = parse_config(
+            dict(base(proposer=cell.values["proposer"]), combinations=[BASE["combinations"][0], {**BASE["combinations"][1], "mu": 0.3}]),
+            "y",
+        )
+        assert cell.config == expected  # γ not written: the cell's own proposer gets 5
+    assert cfg.source == base(sweep={"proposer": ["small", "large"], "mu": [0.3]})  # the raw mapping, untouched
+
+
+def test_errors_name_where_the_bad_value_came_from(tmp_path):
+    path = write(tmp_path, base(limit=0))
+    with pytest.raises(CosBenchError, match=rf"^{re.escape(str(path))}: limit: must be ≥ 1"):
+        config_from_command_line(path, {"seed": 3})
+    good = write(tmp_path, base(gamma={"small": 4}))
+    with pytest.raises(CosBenchError, match=r"^command line: gamma.large: must be an integer"):
+        config_from_command_line(good, {}, sets=["gamma={large: x}"])
+    cfg = config_from_command_line(good, {"gamma": ["large=2"]})
+    assert dict(cfg.gamma) == {"small": 4, "large": 2}
+
+
+def test_each_rule_spec_builds_its_core_rule():
+    cfg = parse_config(base(), "x")
+    we, cd = cfg.combinations
+    assert isinstance(we, WeightedEnsembleSpec) and isinstance(cd, ContrastiveSpec)
+    assert (we.rule, we.label, cd.rule, cd.label) == ("we", "we-0.5", "cd", "cd-0.1")
+    assert isinstance(we.build(cfg.model_names), WeightedEnsemble) and we.build(cfg.model_names).weights == (0.5, 0.5)
+    rule = cd.build(cfg.model_names)
+    assert isinstance(rule, Contrastive) and (rule.mu, rule.expert_index, rule.amateur_index) == (0.1, 1, 0)
+    assert not hasattr(cfg, "explicit_gamma") and not hasattr(we, "mu")
+
+
+def test_a_scalar_gamma_on_the_command_line_is_refused_in_one_line(tmp_path):
+    with pytest.raises(CosBenchError, match=r"^command line: gamma: must be a mapping"):
+        config_from_command_line(write(tmp_path, base()), {}, sets=["gamma=5"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import ClassVar
 
 import pytest
 
@@ -83,3 +85,31 @@ def test_config_and_core_share_one_weight_tolerance(excess, accepted):
         parse(combinations=[{"rule": "we", "weights": weights}])
     with pytest.raises(CosBenchError, match="must sum to 1"):
         WeightedEnsemble(weights)
+
+
+def test_a_new_rule_is_one_spec_class_and_one_registration(monkeypatch):
+    class Toy(WeightedEnsemble):
+        pass
+
+    @dataclasses.dataclass(frozen=True)
+    class ToySpec(config.Combination):
+        core: ClassVar[type] = Toy
+        keys: ClassVar[tuple[str, ...]] = ("rule", "label")
+        label: str
+
+        @classmethod
+        def parse(cls, origin, key, entry, names):
+            return cls(entry.get("label") or "toy")
+
+        def build(self, model_names):
+            return Toy([1 / len(model_names)] * len(model_names))
+
+        def to_dict(self):
+            return {"rule": self.rule, "label": self.label}
+
+    monkeypatch.setitem(COMBINATION_RULES, "toy", Toy)
+    monkeypatch.setattr(config, "RULE_SPECS", (*config.RULE_SPECS, ToySpec))
+    cfg = parse(combinations=[{"rule": "toy"}, {"rule": "we"}])
+    toy = cfg.combinations[0]
+    assert (toy.rule, toy.label, config.config_to_dict(cfg)["combinations"][0]) == ("toy", "toy", {"rule": "toy", "label": "toy"})
+    assert isinstance(toy.build(cfg.model_names), Toy)
