@@ -12,7 +12,7 @@ from rich.console import Console
 
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import load_records, summarize
-from cos_bench.report import ReportPaths, plot_sweep, render_console_table, write_summary_report
+from cos_bench.report import ReportPaths, plot_sweep, render_headline, write_summary_report
 
 
 def parse_cell_label(label: str) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> 
     paths = write_summary_report(summary, out_dir)
     for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
         plot_sweep(summary, param, out_dir / f"sweep_{param}.png")
-    console.print(render_console_table(summary))
+    console.print(render_headline(summary))
     return paths
 
 

@@ -1,4 +1,4 @@
-"""Turn results folders into summary.csv, summary.md, plots and a console table.
+"""Turn results folders into summary.csv, summary.md (headline first, then every column), plots and the console headline.
 
 All numbers come from `metrics.summarize`; this module only formats and draws.
 Missing values print as "n/a". Plots use matplotlib's Agg canvas directly (no
@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
 from cos_bench.errors import CosBenchError
-from cos_bench.metrics import COLUMN_DOCS, SWEEP_PREFIX, load_records, summarize, sweep_columns
+from cos_bench.metrics import COLUMN_DOCS, COMPARE_KEYS, METHOD_ORDER, SWEEP_PREFIX, load_records, summarize, sweep_columns
 
 NA = "n/a"
 PANEL_KEYS = ("run", "setting", "temperature")  # one plot panel per run/setting/temperature
@@ -88,7 +88,6 @@ class DisplayColumn:
     header: str
     render: Callable[[pd.Series], str]
     doc: str  # how the value was obtained, printed in the Markdown legend ("" for self-explanatory labels)
-    console: bool = True  # also in the (narrower) terminal table
 
 
 def _number(column: str, decimals: int) -> Callable[[pd.Series], str]:
@@ -118,22 +117,20 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
     ]
     if summary["proposer"].nunique() > 1:
         columns.append(DisplayColumn("proposer", lambda r: str(r["proposer"]), ""))
-    columns.append(DisplayColumn("γ", _gammas, "draft lengths, default proposer's first", console=False))
+    columns.append(DisplayColumn("γ", _gammas, "draft lengths, default proposer's first"))
     for sweep in sweep_columns(summary):
         name = sweep[len(SWEEP_PREFIX) :]
         columns.append(DisplayColumn(name, lambda r, s=sweep: fmt(r[s], 3), f"swept parameter {name}"))
     columns += [
-        DisplayColumn(
-            "n", lambda r: f"{r['n_examples']}×{r['n_records'] // max(1, r['n_examples'])}", "prompts × decodes per prompt", console=False
-        ),
-        DisplayColumn("tok/s pooled", _number("tokens_per_s_pooled", 1), COLUMN_DOCS["tokens_per_s_pooled"], console=False),
+        DisplayColumn("n", lambda r: f"{r['n_examples']}×{r['n_records'] // max(1, r['n_examples'])}", "prompts × decodes per prompt"),
+        DisplayColumn("tok/s pooled", _number("tokens_per_s_pooled", 1), COLUMN_DOCS["tokens_per_s_pooled"]),
         DisplayColumn("tok/s mean ± sd", _rate_with_spread, COLUMN_DOCS["tokens_per_s_mean"] + "; ± its standard deviation"),
         DisplayColumn("speedup mean", _number("speedup_mean", 2), COLUMN_DOCS["speedup_mean"]),
-        DisplayColumn("speedup pooled", _number("speedup_pooled", 2), COLUMN_DOCS["speedup_pooled"], console=False),
+        DisplayColumn("speedup pooled", _number("speedup_pooled", 2), COLUMN_DOCS["speedup_pooled"]),
         DisplayColumn("speedup decode", _number("speedup_decode", 2), COLUMN_DOCS["speedup_decode"]),
         DisplayColumn("α expected", _number("alpha_expected", 3), COLUMN_DOCS["alpha_expected"]),
         DisplayColumn("α empirical", _number("alpha_empirical", 3), COLUMN_DOCS["alpha_empirical"]),
-        DisplayColumn("mean acc. len", _number("mean_accepted_length", 2), COLUMN_DOCS["mean_accepted_length"], console=False),
+        DisplayColumn("mean acc. len", _number("mean_accepted_length", 2), COLUMN_DOCS["mean_accepted_length"]),
         DisplayColumn("c", _number("c", 3), COLUMN_DOCS["c"]),
         DisplayColumn("pass cost ρ", _number("pass_cost", 2), COLUMN_DOCS["pass_cost"]),
         DisplayColumn("theory", _number("theoretical_speedup", 2), COLUMN_DOCS["theoretical_speedup"]),
@@ -146,8 +143,8 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
             _number("measured_over_theoretical_measured_pass", 2),
             COLUMN_DOCS["measured_over_theoretical_measured_pass"],
         ),
-        DisplayColumn("overhead", _number("framework_overhead", 2), COLUMN_DOCS["framework_overhead"], console=False),
-        DisplayColumn("loop overhead", _number("loop_overhead", 2), COLUMN_DOCS["loop_overhead"], console=False),
+        DisplayColumn("overhead", _number("framework_overhead", 2), COLUMN_DOCS["framework_overhead"]),
+        DisplayColumn("loop overhead", _number("loop_overhead", 2), COLUMN_DOCS["loop_overhead"]),
         DisplayColumn("quality", _number("quality", 3), COLUMN_DOCS["quality"]),
         DisplayColumn("identical", _number("identical_to_vanilla", 2), COLUMN_DOCS["identical_to_vanilla"]),
         DisplayColumn("paper", _number("paper_speedup", 2), COLUMN_DOCS["paper_speedup"]),
@@ -165,6 +162,9 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         "Columns marked *measured* come straight from timed decodes; *computed* ones are derived "
         "from measured values by the paper's formulas. n/a = not applicable or not measured.",
         "",
+        headline_markdown(summary),
+        "## Every column",
+        "",
     ]
     lines += [f"- **{c.header}**: {c.doc}" for c in columns if c.doc]
     lines += ["", _md_row(c.header for c in columns), _md_row("---" for _ in columns)]
@@ -173,17 +173,70 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_console_table(summary: pd.DataFrame) -> Table:
-    """The terminal summary: the Markdown table's key columns as a rich Table."""
-    columns = [c for c in display_columns(summary) if c.console]
-    table = Table(
-        title="cos-bench summary (speedup vs vanilla; theory = Thm 3.1/3.6 from measured α, c; "
-        "(measured pass) = the same with the measured pass cost ρ)"
-    )
-    for column in columns:
-        table.add_column(column.header, justify="left" if column.header in ("run", "task", "setting", "method", "proposer") else "right")
-    for _, row in summary.iterrows():
-        table.add_row(*(c.render(row) for c in columns))
+# --- the headline: one row per task × setting ------------------------------------------------
+
+HEADLINE_NOTE = (
+    "speedup = mean per-prompt tokens/s ÷ vanilla's, ± its standard error over prompts (measured); "
+    "Thm = the paper's Thm 3.1 (sd) / 3.6 (cos) from the measured α and c (computed); "
+    "α and identity of cos (else sd); quality: vanilla → cos"
+)
+
+
+def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """What a reader wants first, per task × setting (× run): is each method faster than vanilla, by
+    how much and how surely, as the theory says, with the same output and quality? ≤ 10 columns."""
+    present = set(summary["method"])
+    methods = [m for m in METHOD_ORDER if m in present and m != "vanilla"] + sorted(present - set(METHOD_ORDER))
+    several_runs = summary["run"].nunique() > 1
+    headers = ["task", "setting", "T", "vanilla tok/s", *(f"{m} speedup" for m in methods), "α", "greedy identical", "quality"]
+    rows = []
+    for _, group in summary.groupby(list(COMPARE_KEYS), sort=False, dropna=False):
+        first = group.iloc[0]
+        by_method = {row["method"]: row for _, row in group.iterrows()}
+        lead = by_method.get("cos", by_method.get("sd"))
+        task = f"{first['run']}: {first['task']}" if several_runs else str(first["task"])
+        rows.append(
+            [
+                task,
+                str(first["setting"]),
+                fmt(first["temperature"], 1),
+                fmt(by_method["vanilla"]["tokens_per_s_mean"], 1) if "vanilla" in by_method else "n/a",
+                *(_speedup_cell(by_method.get(m)) for m in methods),
+                fmt(lead["alpha_expected"], 3) if lead is not None else "n/a",
+                fmt(lead["identical_to_vanilla"], 2) if lead is not None else "n/a",
+                _quality_cell(by_method.get("vanilla"), lead),
+            ]
+        )
+    return headers, rows
+
+
+def _speedup_cell(row: pd.Series | None) -> str:
+    if row is None:
+        return "n/a"
+    cell = f"{fmt(row['speedup_mean'])} ± {fmt(row['speedup_prompt_se'])}"
+    return cell if _is_missing(row["theoretical_speedup"]) else f"{cell} (Thm {fmt(row['theoretical_speedup'])})"
+
+
+def _quality_cell(vanilla: pd.Series | None, lead: pd.Series | None) -> str:
+    if vanilla is None:
+        return "n/a"
+    return fmt(vanilla["quality"], 2) + ("" if lead is None else f" → {fmt(lead['quality'], 2)}")
+
+
+def headline_markdown(summary: pd.DataFrame) -> str:
+    headers, rows = headline(summary)
+    lines = ["## Headline", "", HEADLINE_NOTE + ".", "", _md_row(headers), _md_row("---" for _ in headers)]
+    return "\n".join(lines + [_md_row(row) for row in rows]) + "\n"
+
+
+def render_headline(summary: pd.DataFrame) -> Table:
+    """The terminal summary: the headline; the full table is in summary.md."""
+    headers, rows = headline(summary)
+    table = Table(title="cos-bench summary", caption=HEADLINE_NOTE)
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("task", "setting") else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -24,7 +24,7 @@ from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decod
 from cos_bench.manifest import build_manifest, open_results, with_history
 from cos_bench.metrics import load_records, summarize
 from cos_bench.record import Calibration, RunRecord, Timing
-from cos_bench.report import render_console_table, write_summary_report
+from cos_bench.report import render_headline, write_summary_report
 from cos_bench.storage import ResultsStore, exclusive_writer, record_key, write_manifest
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import Task
@@ -232,6 +232,6 @@ class LiveRates:
 
 def show(folder: Path, console: Console) -> None:
     summary = summarize(load_records([folder]))
-    console.print(render_console_table(summary))
+    console.print(render_headline(summary))
     paths = write_summary_report(summary, folder / "report")
     console.print(f"results: {folder}/records.jsonl; report: {paths.summary_md}")

@@ -109,7 +109,7 @@ def test_run_writes_results_manifest_table_and_report(tmp_path, pair):
             assert ids == by_key[(task, example, setting, "vanilla")]
     assert "cos-bench summary" in result.output and "speedup" in result.output
     summary = (out / "report" / "summary.md").read_text()
-    header = next(line for line in summary.splitlines() if line.startswith("| task"))
+    header = next(line for line in summary.splitlines() if line.startswith("| task | setting | T | method"))
     for column in REPORT_COLUMNS:
         assert f"| {column} |" in header
     assert (out / "report" / "speedup.png").stat().st_size > 0

@@ -15,7 +15,15 @@ from rich.console import Console
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import flatten_record, load_records, summarize
 from cos_bench.record import RunRecord
-from cos_bench.report import fmt, plot_sweep, render_console_table, summary_markdown, write_report, write_summary_csv
+from cos_bench.report import (
+    fmt,
+    headline,
+    plot_sweep,
+    render_headline,
+    summary_markdown,
+    write_report,
+    write_summary_csv,
+)
 from cos_bench.storage import RECORDS_NAME
 
 SMALL_RUN = Path(__file__).parent / "data" / "small_run"
@@ -26,6 +34,17 @@ EXPECTED_MARKDOWN = """\
 # cos-bench summary
 
 Speedups compare with `vanilla` of the same run, task, setting and temperature. Columns marked *measured* come straight from timed decodes; *computed* ones are derived from measured values by the paper's formulas. n/a = not applicable or not measured.
+
+## Headline
+
+speedup = mean per-prompt tokens/s ÷ vanilla's, ± its standard error over prompts (measured); Thm = the paper's Thm 3.1 (sd) / 3.6 (cos) from the measured α and c (computed); α and identity of cos (else sd); quality: vanilla → cos.
+
+| task | setting | T | vanilla tok/s | sd speedup | cos speedup | α | greedy identical | quality |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| gsm8k | we-0.5 | 0.0 | 40.0 | 1.75 ± 0.33 (Thm 1.42) | 2.31 ± 0.25 (Thm 1.73) | 0.800 | 1.00 | 0.50 → 1.00 |
+| humaneval | we-0.5 | 0.0 | 27.5 | 1.82 ± 0.17 (Thm 1.42) | 2.55 ± 0.60 (Thm 1.60) | 0.700 | 0.50 | 1.00 → 1.00 |
+
+## Every column
 
 - **T**: sampling temperature (0 = greedy)
 - **γ**: draft lengths, default proposer's first
@@ -87,7 +106,8 @@ def test_report_over_two_runs_names_the_run(tmp_path):
     shutil.copytree(SMALL_RUN, other)
     paths = write_report([SMALL_RUN, other], tmp_path / "report")
     lines = paths.summary_md.read_text(encoding="utf-8").splitlines()
-    table = [line for line in lines if line.startswith("| ")]
+    full = lines[lines.index("## Every column") :]
+    table = [line for line in full if line.startswith("| ")]
     assert table[0].startswith("| run | task |")
     assert len(table) == 2 + 12  # header, separator, 2 runs × 6 rows
     # Runs side by side per method, in the order the folders were given.
@@ -95,16 +115,10 @@ def test_report_over_two_runs_names_the_run(tmp_path):
     assert table[3].startswith("| other_run | gsm8k | we-0.5 | 0.0 | vanilla |")
 
 
-def test_console_table_shows_key_columns_and_na(summary):
-    table = render_console_table(summary)
-    headers = [column.header for column in table.columns]
-    assert headers[:4] == ["task", "setting", "T", "method"]
-    assert {"speedup mean", "α expected", "theory", "paper"} <= set(headers)
-    assert table.row_count == 6
-    console = Console(record=True, width=250)
-    console.print(table)
-    text = console.export_text()
-    assert "n/a" in text and "2.31" in text
+def test_headline_shows_na_where_nothing_was_measured(summary):
+    # small_run has no pass cost and no hf-ensemble: the headline says n/a, never a blank or a 0.
+    _, rows = headline(summary.assign(theoretical_speedup=float("nan"), speedup_prompt_se=float("nan")))
+    assert rows[0][4] == "1.75 ± n/a" and "Thm" not in rows[0][5]
 
 
 def test_fmt():
@@ -155,7 +169,7 @@ def test_report_shows_the_pass_cost_and_the_theory_with_it(tmp_path):
         r["calibration"]["pass_cost"] = {"small": 1.5, "large": 2.0}  # the verifier (large) is the one that counts
     summary = summarize(pd.DataFrame([flatten_record(RunRecord.from_json(r), run="new") for r in records]))
     lines = summary_markdown(summary).splitlines()
-    header = next(line for line in lines if line.startswith("| task |")).split(" | ")
+    header = next(line for line in lines if line.startswith("| task | setting | T | method |")).split(" | ")
     sd = next(line for line in lines if line.startswith("| gsm8k | we-0.5 | 0.0 | sd |")).split(" | ")
     cell = dict(zip(header, sd))
     assert cell["c"] == "0.250" and cell["pass cost ρ"] == "2.00"
@@ -164,8 +178,6 @@ def test_report_shows_the_pass_cost_and_the_theory_with_it(tmp_path):
     assert cell["measured/theory (measured pass)"] == fmt((3.8 / 2.3) / (0.51 * 1.25 / 0.75))
     assert header.index("pass cost ρ") == header.index("c") + 1  # ρ beside c
     assert any(line.startswith("- **theory (measured pass)**: computed:") for line in lines)  # says how it was obtained
-    headers = [column.header for column in render_console_table(summary).columns]
-    assert {"pass cost ρ", "theory (measured pass)", "measured/theory (measured pass)"} <= set(headers)
     csv_path = tmp_path / "summary.csv"
     write_summary_csv(summary, csv_path)
     csv = pd.read_csv(csv_path)
@@ -178,3 +190,25 @@ def test_old_records_summarise_with_na_pass_columns(tmp_path):
     csv = pd.read_csv(paths.summary_csv)
     for column in ("pass_cost", "theoretical_speedup_measured_pass", "measured_over_theoretical_measured_pass"):
         assert csv[column].isna().all(), column
+
+
+def test_headline_answers_the_first_questions_in_at_most_ten_columns(summary):
+    # Per task × setting: vanilla's rate, each method's speedup ± its prompt standard error next to the
+    # paper's theorem, α, greedy identity and quality — the numbers of the full table, in one row.
+    headers, rows = headline(summary)
+    assert len(headers) <= 10
+    assert headers == ["task", "setting", "T", "vanilla tok/s", "sd speedup", "cos speedup", "α", "greedy identical", "quality"]
+    assert [row[:2] for row in rows] == [["gsm8k", "we-0.5"], ["humaneval", "we-0.5"]]
+    cos = summary[(summary["task"] == "gsm8k") & (summary["method"] == "cos")].iloc[0]
+    assert rows[0][5] == f"{fmt(cos['speedup_mean'])} ± {fmt(cos['speedup_prompt_se'])} (Thm {fmt(cos['theoretical_speedup'])})"
+    assert rows[0][6:] == [fmt(cos["alpha_expected"], 3), fmt(cos["identical_to_vanilla"]), "0.50 → 1.00"]
+    console = Console(record=True, width=200)
+    console.print(render_headline(summary))
+    text = console.export_text()
+    assert "cos speedup" in text and "2.31 ± 0.25 (Thm 1.73)" in text
+
+
+def test_headline_names_the_run_when_several_are_compared(summary):
+    other = summary.assign(run="other_run")
+    _, rows = headline(pd.concat([summary, other], ignore_index=True))
+    assert len(rows) == 4 and rows[0][0].endswith(": gsm8k") and rows[-1][0] == "other_run: humaneval"
