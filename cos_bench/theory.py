@@ -24,38 +24,28 @@ from cos_bench.methods import METHOD_NAMES
 KNOWN_METHODS = METHOD_NAMES  # the registry's names (cos_bench.methods); metrics reads them from here
 
 
-def naive_cos_speedup(alpha: float, c: float, gamma: int) -> float:
-    """Thm 3.1: S = (1 − α^γ)(1 + c) / ((1 − α)(1 + cγ))."""
-    _check_inputs(alpha, c, gamma=gamma)
-    return _expected_run_length(alpha, gamma) * (1 + c) / (1 + c * gamma)
+def naive_cos_speedup(alpha: float, c: float, gamma: int, pass_cost: float = 1) -> float:
+    """Thm 3.1: S = (1 − α^γ)(1 + c) / ((1 − α)(1 + cγ)).
 
-
-def apf_speedup(alpha: float, c: float, gamma_q: int, gamma_p: int) -> float:
-    """Thm 3.6: S = (1 − α^γq)(1 + c) / ((1 − α)(1 + cγq − α^γp·c)).
-
-    `gamma_q` is the default proposer's γ, `gamma_p` the verifier's (its bonus run length).
-    """
-    _check_inputs(alpha, c, gamma_q=gamma_q, gamma_p=gamma_p)
-    denominator = 1 + c * gamma_q - alpha**gamma_p * c  # > 0: α^γp·c ≤ c ≤ cγq
-    return _expected_run_length(alpha, gamma_q) * (1 + c) / denominator
-
-
-def naive_cos_speedup_measured_pass(alpha: float, c: float, gamma: int, pass_cost: float) -> float:
-    """Thm 3.1 with the verifier's (γ+1)-token pass costing ρ = `pass_cost` calls: S = E(1 + c)/(ρ + cγ).
-
-    E = (1 − α^γ)/(1 − α), the expected tokens per round; ρ = 1 is the paper's formula.
+    With the verifier's (γ+1)-token pass charged its measured cost ρ = `pass_cost` calls
+    instead of one, the same expectation reads E(1 + c)/(ρ + cγ), E = (1 − α^γ)/(1 − α);
+    the default ρ = 1 is the paper's formula.
     """
     _check_inputs(alpha, c, gamma=gamma)
     _check_pass_cost(pass_cost)
     return _expected_run_length(alpha, gamma) * (1 + c) / (pass_cost + c * gamma)
 
 
-def apf_speedup_measured_pass(alpha: float, c: float, gamma_q: int, gamma_p: int, pass_cost: float) -> float:
-    """Thm 3.6 with the verifier's (γq+1)-token pass costing ρ = `pass_cost` calls:
-    S = E(1 + c)/(ρ + cγq − α^γp·c), E = (1 − α^γq)/(1 − α); ρ = 1 is the paper's formula."""
+def apf_speedup(alpha: float, c: float, gamma_q: int, gamma_p: int, pass_cost: float = 1) -> float:
+    """Thm 3.6: S = (1 − α^γq)(1 + c) / ((1 − α)(1 + cγq − α^γp·c)).
+
+    `gamma_q` is the default proposer's γ, `gamma_p` the verifier's (its bonus run length).
+    With the verifier's (γq+1)-token pass charged its measured cost ρ = `pass_cost` calls:
+    E(1 + c)/(ρ + cγq − α^γp·c); the default ρ = 1 is the paper's formula.
+    """
     _check_inputs(alpha, c, gamma_q=gamma_q, gamma_p=gamma_p)
     _check_pass_cost(pass_cost)
-    denominator = pass_cost + c * gamma_q - alpha**gamma_p * c  # > 0: α^γp·c ≤ c ≤ cγq
+    denominator = pass_cost + c * gamma_q - alpha**gamma_p * c  # > 0: α^γp·c ≤ c ≤ cγq ≤ ρ + cγq
     return _expected_run_length(alpha, gamma_q) * (1 + c) / denominator
 
 
@@ -90,14 +80,10 @@ def theoretical_speedup(
             f"(got gammas={list(gammas)}, proposer_index={proposer_index}); pass them aligned with the models"
         )
     gamma_q = gammas[proposer_index]
+    rho = 1 if pass_cost is None else pass_cost  # None: as the paper states it
     if method == "sd":
-        if pass_cost is None:
-            return naive_cos_speedup(alpha, c, gamma_q)
-        return naive_cos_speedup_measured_pass(alpha, c, gamma_q, pass_cost)
-    gamma_p = gammas[1 - proposer_index]
-    if pass_cost is None:
-        return apf_speedup(alpha, c, gamma_q, gamma_p)
-    return apf_speedup_measured_pass(alpha, c, gamma_q, gamma_p, pass_cost)
+        return naive_cos_speedup(alpha, c, gamma_q, rho)
+    return apf_speedup(alpha, c, gamma_q, gammas[1 - proposer_index], rho)
 
 
 # Past 2^64 drafted tokens α^γ is 0.0 for every float α < 1 (the largest is 1 − 2^-53), so a

@@ -9,9 +9,7 @@ from cos_bench.errors import CosBenchError
 from cos_bench.theory import (
     _expected_run_length,
     apf_speedup,
-    apf_speedup_measured_pass,
     naive_cos_speedup,
-    naive_cos_speedup_measured_pass,
     theoretical_speedup,
 )
 
@@ -158,24 +156,27 @@ def test_bad_inputs_raise(call):
 @pytest.mark.parametrize("c", CS)
 @pytest.mark.parametrize("gamma", [1, 2, 5])
 def test_pass_cost_one_is_the_paper(alpha, c, gamma):
-    assert naive_cos_speedup_measured_pass(alpha, c, gamma, 1.0) == naive_cos_speedup(alpha, c, gamma)
-    assert apf_speedup_measured_pass(alpha, c, gamma, 2, 1.0) == apf_speedup(alpha, c, gamma, 2)
+    # The paper's formulas, written out: ρ = 1 must give exactly them.
+    run = gamma if alpha == 1 else (1 - alpha**gamma) / (1 - alpha)
+    assert naive_cos_speedup(alpha, c, gamma, 1.0) == pytest.approx(run * (1 + c) / (1 + c * gamma), rel=1e-12)
+    assert apf_speedup(alpha, c, gamma, 2, 1.0) == pytest.approx(run * (1 + c) / (1 + c * gamma - alpha**2 * c), rel=1e-12)
+    assert naive_cos_speedup(alpha, c, gamma, 1.0) == naive_cos_speedup(alpha, c, gamma)
     assert theoretical_speedup("cos", 2, alpha, c, [gamma, 2], pass_cost=1.0) == apf_speedup(alpha, c, gamma, 2)
 
 
 def test_measured_pass_hand_computed():
     # α=0.5, c=0.2, γ=5, ρ=3.2 (a 6-token pass costing 3.2 steps): 0.96875·1.2 / (0.5·(3.2 + 1.0))
-    assert naive_cos_speedup_measured_pass(0.5, 0.2, 5, 3.2) == pytest.approx(1.1625 / (0.5 * 4.2))
+    assert naive_cos_speedup(0.5, 0.2, 5, 3.2) == pytest.approx(1.1625 / (0.5 * 4.2))
     # APF, γq=5, γp=1, ρ=2: 0.96875·1.2 / (0.5·(2 + 1.0 − 0.5·0.2))
-    assert apf_speedup_measured_pass(0.5, 0.2, 5, 1, 2.0) == pytest.approx(1.1625 / (0.5 * 2.9))
+    assert apf_speedup(0.5, 0.2, 5, 1, 2.0) == pytest.approx(1.1625 / (0.5 * 2.9))
     # ρ < 1 (a pass cheaper than a step, as on an H200): 0.96875·1.2 / (0.5·(0.9 + 1.0))
-    assert naive_cos_speedup_measured_pass(0.5, 0.2, 5, 0.9) == pytest.approx(1.1625 / (0.5 * 1.9))
+    assert naive_cos_speedup(0.5, 0.2, 5, 0.9) == pytest.approx(1.1625 / (0.5 * 1.9))
 
 
 def test_a_costlier_pass_predicts_less():
     for rule in (
-        lambda rho: naive_cos_speedup_measured_pass(0.7, 0.25, 3, rho),
-        lambda rho: apf_speedup_measured_pass(0.7, 0.25, 3, 1, rho),
+        lambda rho: naive_cos_speedup(0.7, 0.25, 3, rho),
+        lambda rho: apf_speedup(0.7, 0.25, 3, 1, rho),
     ):
         predictions = [rule(rho) for rho in (0.5, 1.0, 1.5, 3.2, 10.0)]
         assert all(a > b for a, b in zip(predictions, predictions[1:])), predictions
@@ -192,8 +193,8 @@ def test_dispatch_with_pass_cost():
 @pytest.mark.parametrize("rho", [0.0, -1.0, math.nan, math.inf, True, "2"])
 def test_bad_pass_cost_is_a_one_line_error(rho):
     for call in (
-        lambda: naive_cos_speedup_measured_pass(0.5, 0.2, 5, rho),
-        lambda: apf_speedup_measured_pass(0.5, 0.2, 5, 1, rho),
+        lambda: naive_cos_speedup(0.5, 0.2, 5, rho),
+        lambda: apf_speedup(0.5, 0.2, 5, 1, rho),
         lambda: theoretical_speedup("sd", 2, 0.5, 0.2, [5, 1], pass_cost=rho),
     ):
         with pytest.raises(CosBenchError) as err:
