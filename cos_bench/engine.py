@@ -16,7 +16,7 @@ from rich.console import Console
 
 from cos_bench.config import Combination, ExperimentConfig
 from cos_bench.core import DecodeResult, DecodeSettings, HFRunner, ModelRunner, StopRule
-from cos_bench.core.runner import PREFILL_BUCKET, StaticRunner
+from cos_bench.core.runner import StaticRunner, graph_lengths, static_capacity
 from cos_bench.errors import CosBenchError
 from cos_bench.methods import DecodeContext, get_method
 from cos_bench.models import MULTI_GPU, LoadedModel, load_model, resolve_device, shared_vocab_size
@@ -27,7 +27,6 @@ ENGINE_HOW = (
     "the forward compiled by torch.compile (CUDA graphs on CUDA), every graph length compiled and recorded "
     "before any clock is read; compile_seconds is that untimed wall time"
 )
-RUNNER_CAPACITY_STEP = 256  # cache sizes are rounded up, so sweep cells with similar prompts share compiled runners
 
 
 def resolve_engine(choice: str, device_choice: str) -> str:
@@ -109,9 +108,7 @@ def build_runners(
         engine.runners = [HFRunner(m.name, m.model, engine.vocab_size) for m in engine.models]
         return {}
     max_block = sum(cfg.gammas) + 1
-    longest = max(prompt_lengths, default=1)
-    needed = _round_up(longest + max_block, PREFILL_BUCKET)  # the longest prefill, padded
-    engine.capacity = _round_up(needed + cfg.max_new_tokens, RUNNER_CAPACITY_STEP)
+    engine.capacity = static_capacity(prompt_lengths, cfg.max_new_tokens, max_block)
     engine.runners = []
     for spec, loaded in zip(cfg.models, engine.models):
         key = f"runner|{_model_key(cfg, spec.source)}|{engine.capacity}|{max_block}"
@@ -120,9 +117,7 @@ def build_runners(
         runner = cache[key]
         runner.name = loaded.name
         engine.runners.append(runner)
-    first = engine.runners[0]
-    prefills = {first.padded_length(length + extra) for length in prompt_lengths for extra in range(max_block + 1)}
-    engine.graph_lengths = tuple(sorted(set(range(1, max_block + 1)) | prefills))
+    engine.graph_lengths = graph_lengths(prompt_lengths, max_block)
     console.print(f"compiling and recording {len(engine.graph_lengths)} fed lengths per model (untimed)")
     return {runner.name: _warm_up_or_explain(runner, engine.graph_lengths) for runner in engine.runners}
 
@@ -139,10 +134,6 @@ def _warm_up_or_explain(runner: StaticRunner, lengths: Sequence[int]) -> float:
         raise CosBenchError(
             f"the compiled engine could not compile or record {runner.name} ({type(exc).__name__}: {detail}); rerun with --engine eager"
         ) from None
-
-
-def _round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
 
 
 def use_chat(cfg: ExperimentConfig, tokenizer) -> bool:

@@ -44,7 +44,7 @@ from packaging.version import Version
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cos_bench.core import CORE_METHODS, DecodeResult, DecodeSettings, HFRunner, StopRule, WeightedEnsemble  # noqa: E402
-from cos_bench.core.runner import StaticRunner  # noqa: E402
+from cos_bench.core.runner import StaticRunner, graph_lengths, static_capacity  # noqa: E402
 from cos_bench.theory import theoretical_speedup  # noqa: E402
 from cos_bench.timing import cost_ratio, pass_seconds, step_seconds, timed  # noqa: E402
 
@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s (measured, read + write)")
     save("build")
     max_block = args.gamma + 1 + 1  # Σγ + 1 for γ = (gamma, 1)
-    capacity = -(-(args.prompt_tokens + max_block) // 64) * 64 + args.new_tokens + 64
+    capacity = static_capacity([args.prompt_tokens], args.new_tokens, max_block)  # as `cos-bench run` sizes it
+    lengths = graph_lengths([args.prompt_tokens], max_block)
     pairs = [(names[0], names[2]), (names[1], names[2]), (names[0], names[1])]
     for engine in engines:
         runners = make_runners(engine, models, vocab, capacity, max_block)
@@ -262,8 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             compile_s = None
             if engine == "compiled":
-                lengths = set(range(1, max_block + 1)) | {runner.padded_length(args.prompt_tokens + j) for j in range(max_block + 1)}
-                compile_s = runner.warm_up(sorted(lengths))
+                compile_s = runner.warm_up(lengths)
             warm_up(runner, prompts, device, args.warmup_s)
             times = model_times(runner, prompts, device, args.gamma + 1, floors[name])
             if compile_s is not None:

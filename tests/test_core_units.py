@@ -367,3 +367,14 @@ def test_forward_timer_uses_device_events_where_calls_are_asynchronous():
     timer.start()
     timer.stop()
     assert timer._event_type is None and timer.seconds() >= 0
+
+
+def test_static_sizing_covers_every_feed_a_decode_makes():
+    from cos_bench.core.runner import graph_lengths, static_capacity
+
+    # Prompts of 5 and 130 tokens, blocks of up to 7: first passes of 5..12 and 130..137 tokens.
+    lengths = graph_lengths([5, 130], max_block=7)
+    assert lengths == (1, 2, 3, 4, 5, 6, 7, 64, 192)  # 8..12 pad to 64, 130..137 to 192
+    # The longest first pass padded (192) plus 64 new tokens, rounded up to 256.
+    assert static_capacity([5, 130], max_new_tokens=64, max_block=7) == 256
+    assert static_capacity([5, 130], max_new_tokens=65, max_block=7) == 512

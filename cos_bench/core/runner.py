@@ -23,6 +23,8 @@ from cos_bench.errors import CosBenchError
 # A compiled runner pads long feeds (prefills) up to a multiple of this, so a run with many
 # prompt lengths records a handful of CUDA graphs instead of one per length.
 PREFILL_BUCKET = 64
+# Static caches are sized in steps of this, so sweep cells with similar prompts share compiled runners.
+CAPACITY_STEP = 256
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,6 @@ class StaticRunner:
         self.compiled = compiled
         self.device = next(model.parameters()).device
         self.cache = StaticCache(config=model.config, max_cache_len=capacity)
-        self.compile_seconds = 0.0  # wall time of the untimed calls that compiled and recorded graphs
         forward = _forward_function(model, self.cache)
         self._forward = _compile(forward, self.device) if compiled else forward
         self._initialise_cache()
@@ -191,9 +192,7 @@ class StaticRunner:
 
     def padded_length(self, k: int) -> int:
         """How many positions a feed of k tokens occupies while it runs."""
-        if not self.compiled or k <= self.max_block:
-            return k
-        return -(-k // PREFILL_BUCKET) * PREFILL_BUCKET
+        return padded_length(k, self.max_block) if self.compiled else k
 
     @torch.no_grad()
     def feed(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
@@ -232,7 +231,7 @@ class StaticRunner:
 
     def warm_up(self, lengths: Sequence[int], rounds: int = 3) -> float:
         """Run every fed length `rounds` times, untimed: the first call of a length compiles, the
-        next ones record its CUDA graph. Returns (and accumulates) the seconds it took."""
+        next ones record its CUDA graph. Returns the seconds it took."""
         started = time.perf_counter()
         for k in sorted(set(lengths)):
             for _ in range(rounds):
@@ -242,9 +241,30 @@ class StaticRunner:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.reset()
-        spent = time.perf_counter() - started
-        self.compile_seconds += spent
-        return spent
+        return time.perf_counter() - started
+
+
+def round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def padded_length(k: int, max_block: int) -> int:
+    """Positions a compiled runner's feed of k tokens occupies: blocks as they are, prefills in buckets."""
+    return k if k <= max_block else round_up(k, PREFILL_BUCKET)
+
+
+def static_capacity(prompt_lengths: Sequence[int], max_new_tokens: int, max_block: int) -> int:
+    """Cache positions a compiled runner needs for these prompts: the longest first pass (a prompt
+    plus up to `max_block` drafts), padded, then the token budget; in CAPACITY_STEP steps."""
+    longest = padded_length(max(prompt_lengths, default=1) + max_block, max_block)
+    return round_up(longest + max_new_tokens, CAPACITY_STEP)
+
+
+def graph_lengths(prompt_lengths: Sequence[int], max_block: int) -> tuple[int, ...]:
+    """Every length a compiled runner is fed: 1 … `max_block` after a prefill, and the bucket of each
+    first pass (a prompt plus up to `max_block` drafts fed with it)."""
+    prefills = {padded_length(length + extra, max_block) for length in prompt_lengths for extra in range(max_block + 1)}
+    return tuple(sorted(set(range(1, max_block + 1)) | prefills))
 
 
 def _forward_function(model: torch.nn.Module, cache) -> Callable[[torch.Tensor], torch.Tensor]:
