@@ -14,7 +14,7 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -91,7 +91,36 @@ class ModelRunner(Protocol):
         """Forward calls, tokens fed and seconds since the last reset."""
 
 
-class HFRunner:
+class _CacheRunner:
+    """What both Hugging Face runners share: a transformers cache cropped back after a
+    rejection, and the forward statistics of the current decode."""
+
+    cache: Any
+    device: torch.device
+
+    def _clear_counts(self) -> None:
+        self.cache_len = 0
+        self._calls = 0
+        self._tokens = 0
+        self._timer = ForwardTimer(self.device)
+
+    def _count_feed(self, k: int) -> None:
+        self._calls += 1
+        self._tokens += k
+        self.cache_len += k
+
+    def crop(self, length: int) -> None:
+        if length < self.cache_len:
+            # transformers 5: crop takes the (negative) number of tokens to remove. A static
+            # cache only moves each layer's length tensor: no buffer changes address.
+            self.cache.crop(length - self.cache_len)
+            self.cache_len = length
+
+    def stats(self) -> ForwardStats:
+        return ForwardStats(self._calls, self._tokens, self._timer.seconds())
+
+
+class HFRunner(_CacheRunner):
     """A Hugging Face causal LM with its own DynamicCache.
 
     Logits are cut to `vocab_size`, the shared tokenizer's real vocabulary, so
@@ -111,10 +140,7 @@ class HFRunner:
 
     def reset(self) -> None:
         self.cache = self._cache_type(config=self.model.config)
-        self.cache_len = 0
-        self._calls = 0
-        self._tokens = 0
-        self._timer = ForwardTimer(self.device)
+        self._clear_counts()
 
     @torch.inference_mode()
     def feed(self, tokens: torch.Tensor, keep: int) -> torch.Tensor:
@@ -126,22 +152,11 @@ class HFRunner:
             logits_to_keep=keep,  # the lm head runs only where logits are needed
         )
         self._timer.stop()
-        self._calls += 1
-        self._tokens += tokens.shape[0]
-        self.cache_len += tokens.shape[0]
+        self._count_feed(tokens.shape[0])
         return out.logits[0, -keep:, : self.vocab_size]  # [keep, V]
 
-    def crop(self, length: int) -> None:
-        if length < self.cache_len:
-            # transformers 5: crop takes the (negative) number of tokens to remove.
-            self.cache.crop(length - self.cache_len)
-            self.cache_len = length
 
-    def stats(self) -> ForwardStats:
-        return ForwardStats(self._calls, self._tokens, self._timer.seconds())
-
-
-class StaticRunner:
+class StaticRunner(_CacheRunner):
     """A Hugging Face causal LM with a StaticCache allocated once, optionally compiled.
 
     Eager forwards through a Hugging Face model at batch 1 are bound by the host
@@ -184,11 +199,8 @@ class StaticRunner:
             self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device), cache=self.cache, use_cache=True)
 
     def reset(self) -> None:
-        self.cache.reset()
-        self.cache_len = 0
-        self._calls = 0
-        self._tokens = 0
-        self._timer = ForwardTimer(self.device)
+        self.cache.reset()  # zeroes in place: the buffers keep their addresses
+        self._clear_counts()
 
     def padded_length(self, k: int) -> int:
         """How many positions a feed of k tokens occupies while it runs."""
@@ -216,18 +228,8 @@ class StaticRunner:
         self._timer.stop()
         if padded > k:
             self.cache.crop(k - padded)  # drop the padding: the next feed overwrites it
-        self._calls += 1
-        self._tokens += k
-        self.cache_len += k
+        self._count_feed(k)
         return kept
-
-    def crop(self, length: int) -> None:
-        if length < self.cache_len:
-            self.cache.crop(length - self.cache_len)  # moves each layer's length tensor; no buffer changes
-            self.cache_len = length
-
-    def stats(self) -> ForwardStats:
-        return ForwardStats(self._calls, self._tokens, self._timer.seconds())
 
     def warm_up(self, lengths: Sequence[int], rounds: int = 3) -> float:
         """Run every fed length `rounds` times, untimed: the first call of a length compiles, the
