@@ -4,7 +4,8 @@ Real (tiny, random, float64) Hugging Face models, so the KV-cache paths —
 multi-token scoring, lagging caches, cropping after rejections — are the ones
 used on real models, behind both runners: eager with a DynamicCache, and the
 compiled engine's StaticCache runner (run uncompiled here). Two kinds of drafter: identical to the verifier (every
-draft accepted) and an independent random model (frequent rejections).
+draft accepted) and an independent random model (frequent rejections). Every draft-length policy
+(core/drafting.py) is run through the same check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ import pytest
 import torch
 from tiny import ENGINES, make_runner, tiny_llama
 
-from cos_bench.core import CORE_METHODS, Contrastive, DecodeSettings, StopRule, WeightedEnsemble
+from cos_bench.core import (
+    CORE_METHODS,
+    AutoDraft,
+    ConfidenceDraft,
+    Contrastive,
+    DecodeSettings,
+    DraftPolicy,
+    FixedDraft,
+    HeuristicDraft,
+    StopRule,
+    WeightedEnsemble,
+)
 
 VOCAB = 64
 NEW_TOKENS = 20
@@ -91,3 +103,41 @@ def test_vanilla_is_the_same_on_both_runners(rule, engine):
     for family, prompt in itertools.product(MODEL_SEEDS, PROMPTS):
         result = CORE_METHODS["vanilla"](runners("random", family, n, engine), torch.tensor(prompt), settings, StopRule(NEW_TOKENS))
         assert result.token_ids == vanilla_ids(rule, "random", family, prompt)
+
+
+# --- every draft-length policy ------------------------------------------------------------------
+
+
+def policy(name: str, n: int) -> DraftPolicy:
+    # auto: model 0 is cheap (c = 0.2 against the others), and it trusts α from the first verdict on.
+    return {
+        "fixed": FixedDraft(),
+        "confidence": ConfidenceDraft(0.4),
+        "heuristic": HeuristicDraft(),
+        "auto": AutoDraft(step_costs=(0.2,) + (1.0,) * (n - 1), min_verdicts=1),
+    }[name]
+
+
+POLICY_GAMMAS = (3, 2)  # small, every other model: both may move under an adaptive policy
+POLICY_CASES = list(itertools.product(("confidence", "heuristic", "auto"), RULES, (0, 1), ("random", "identical")))
+
+
+@functools.cache
+def schedule(name: str, rule: str, kind: str, family: tuple[int, ...], prompt: tuple[int, ...], proposer: int, method: str, engine: str):
+    """(ids, drafts per position of every model) of one greedy decode under policy `name`."""
+    n = RULES[rule]().n_models
+    gammas = POLICY_GAMMAS[:1] + POLICY_GAMMAS[1:] * (n - 1)
+    settings = DecodeSettings(RULES[rule](), 0.0, gammas, proposer, draft=policy(name, n))
+    result = CORE_METHODS[method](runners(kind, family, n, engine), torch.tensor(prompt), settings, StopRule(NEW_TOKENS))
+    return result.token_ids, tuple(m.drafted_by_position for m in result.models)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name,rule,proposer,kind", POLICY_CASES)
+def test_every_draft_policy_is_greedy_identical_to_vanilla(name, rule, proposer, kind, engine):
+    changed = 0
+    for family, prompt, method in itertools.product(MODEL_SEEDS, PROMPTS, ("sd", "cos")):
+        ids, drafts = schedule(name, rule, kind, family, prompt, proposer, method, engine)
+        assert ids == vanilla_ids(rule, kind, family, prompt), f"{name} {method} ({engine}) diverged on prompt {prompt}, models {family}"
+        changed += drafts != schedule("fixed", rule, kind, family, prompt, proposer, method, engine)[1]
+    assert changed > 0, f"{name} drafted exactly as fixed everywhere: the case tests nothing"

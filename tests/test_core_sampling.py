@@ -5,7 +5,8 @@ Vocabulary of 6 tokens, 3 generated tokens: the exact distribution of vanilla
 decoding over all 216 sequences is computed by enumeration from the models'
 logits and the combination rule, and 20,000 samples of each method are
 compared with it by a chi-square test at a fixed seed. A deliberately wrong
-verifier (targeting the drafter's own distribution) must fail the same test.
+verifier (targeting the drafter's own distribution) must fail the same test. Both run under
+every draft-length policy (core/drafting.py) too.
 
 The table-driven models make 20,000 samples cheap; the same test then runs, with
 fewer samples, on real tiny Hugging Face models behind both runners (eager, and the
@@ -23,10 +24,23 @@ import torch
 from scipy.stats import chisquare
 from tiny import ENGINES, TableRunner, make_runner, tiny_llama
 
-from cos_bench.core import CORE_METHODS, CombinationRule, Contrastive, DecodeSettings, StopRule, WeightedEnsemble
+from cos_bench.core import (
+    CORE_METHODS,
+    AutoDraft,
+    CombinationRule,
+    ConfidenceDraft,
+    Contrastive,
+    DecodeSettings,
+    DraftPolicy,
+    FixedDraft,
+    HeuristicDraft,
+    StopRule,
+    WeightedEnsemble,
+)
 
 VOCAB = 6
 NEW_TOKENS = 3
+POLICY_TOKENS = 4  # room for an adaptive policy to act after a first verdict (1,296 sequences)
 SAMPLES = 20_000
 PROMPT = (0, 4)
 TEMPERATURE = 1.0
@@ -37,12 +51,12 @@ def make_runners(n: int) -> list[TableRunner]:
     return [TableRunner(f"m{i}", seed=100 + i, vocab=VOCAB) for i in range(n)]
 
 
-def exact_distribution(runners, rule: CombinationRule) -> dict[tuple[int, ...], float]:
+def exact_distribution(runners, rule: CombinationRule, tokens: int = NEW_TOKENS) -> dict[tuple[int, ...], float]:
     """P(sequence) under vanilla collaborative decoding, by enumeration."""
     probs = {}
-    for seq in itertools.product(range(VOCAB), repeat=NEW_TOKENS):
+    for seq in itertools.product(range(VOCAB), repeat=tokens):
         p = 1.0
-        for t in range(NEW_TOKENS):
+        for t in range(tokens):
             prefix = PROMPT + seq[:t]
             combined = rule.combine([logits_for(r, prefix) for r in runners], TEMPERATURE)
             p *= float(combined[seq[t]])
@@ -80,13 +94,19 @@ def chi_square_pvalue(samples: collections.Counter, expected: dict[tuple[int, ..
     return float(chisquare(observed_counts, expected_counts).pvalue)
 
 
-def draw(method: str, runners, settings: DecodeSettings, seed: int, samples: int = SAMPLES) -> collections.Counter:
+def draw(
+    method: str, runners, settings: DecodeSettings, seed: int, samples: int = SAMPLES, drafts: list | None = None, tokens: int = NEW_TOKENS
+) -> collections.Counter:
+    """Counts of each generated sequence; `drafts`, if given, collects every decode's drafts per position per model."""
     generator = torch.Generator().manual_seed(seed)
-    stop = StopRule(NEW_TOKENS)
+    stop = StopRule(tokens)
     prompt = torch.tensor(PROMPT)
     counts = collections.Counter()
     for _ in range(samples):
-        counts[CORE_METHODS[method](runners, prompt, settings, stop, generator).token_ids] += 1
+        result = CORE_METHODS[method](runners, prompt, settings, stop, generator)
+        counts[result.token_ids] += 1
+        if drafts is not None:
+            drafts.append(tuple(m.drafted_by_position for m in result.models))
     return counts
 
 
@@ -165,3 +185,47 @@ def test_real_model_wrong_verifier_fails(engine):
     expected = exact_distribution(runners, make_rule())
     counts = draw("cos", runners, DecodeSettings(DrafterOnly(2), TEMPERATURE, gammas), seed=4321, samples=REAL_SAMPLES)
     assert chi_square_pvalue(counts, expected) < 1e-6
+
+
+# --- every draft-length policy ------------------------------------------------------------------
+
+
+def policy(name: str, n: int) -> DraftPolicy:
+    # auto: model 0 is cheap (c = 0.1), and α is trusted from the first verdict on, so short decodes adapt.
+    return {
+        "fixed": FixedDraft(),
+        "confidence": ConfidenceDraft(0.4),
+        "heuristic": HeuristicDraft(),
+        "auto": AutoDraft(step_costs=(0.1,) + (1.0,) * (n - 1), min_verdicts=1),
+    }[name]
+
+
+def policy_draw(method: str, setting: str, name: str, rule: CombinationRule | None = None) -> collections.Counter:
+    """20,000 samples of POLICY_TOKENS tokens under the policy; first checks on 500 decodes that it
+    drafts differently from fixed. confidence, which can only shorten runs, starts from the setting's γ;
+    heuristic and auto from γ = 1, so that lengthening a run shows within POLICY_TOKENS tokens."""
+    make_rule, gammas = SETTINGS[setting]
+    gammas = gammas if name == "confidence" else (1,) * len(gammas)
+    runners = make_runners(len(gammas))
+    settings = {p: DecodeSettings(rule or make_rule(), TEMPERATURE, gammas, draft=policy(p, len(gammas))) for p in ("fixed", name)}
+    adapted, fixed = [], []
+    draw(method, runners, settings[name], seed=77, samples=500, drafts=adapted, tokens=POLICY_TOKENS)
+    draw(method, runners, settings["fixed"], seed=77, samples=500, drafts=fixed, tokens=POLICY_TOKENS)
+    assert adapted != fixed, f"{name} drafted exactly as fixed: the test would test nothing"
+    return draw(method, runners, settings[name], seed=1234, tokens=POLICY_TOKENS)
+
+
+@pytest.mark.parametrize("name", ["confidence", "heuristic", "auto"])
+@pytest.mark.parametrize("method", ["cos", "sd"])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_every_draft_policy_samples_match_vanilla_distribution(setting, method, name):
+    make_rule, gammas = SETTINGS[setting]
+    expected = exact_distribution(make_runners(len(gammas)), make_rule(), POLICY_TOKENS)
+    assert chi_square_pvalue(policy_draw(method, setting, name), expected) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["confidence", "heuristic", "auto"])
+def test_wrong_verifier_fails_under_every_draft_policy(name):
+    make_rule, _ = SETTINGS["we-0.5"]
+    expected = exact_distribution(make_runners(2), make_rule(), POLICY_TOKENS)
+    assert chi_square_pvalue(policy_draw("cos", "we-0.5", name, rule=DrafterOnly(2)), expected) < 1e-6

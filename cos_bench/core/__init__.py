@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from cos_bench.core import cos, sd, vanilla
 from cos_bench.core.combine import CombinationRule, Contrastive, WeightedEnsemble
+from cos_bench.core.drafting import DRAFT_POLICIES, AutoDraft, ConfidenceDraft, DraftPolicy, FixedDraft, HeuristicDraft
 from cos_bench.core.records import DecodeResult, ModelAccounting
 from cos_bench.core.runner import HFRunner, ModelRunner
 from cos_bench.core.settings import DecodeSettings
@@ -18,6 +19,8 @@ CORE_METHODS: dict[str, Callable[..., DecodeResult]] = {
     "sd": sd.decode,
     "cos": cos.decode,
 }
+# The methods whose proposal runs follow DecodeSettings.draft: the speculative engine's.
+DRAFT_POLICY_METHODS = ("sd", "cos")
 
 
 def get_method(name: str) -> Callable[..., DecodeResult]:
@@ -28,10 +31,17 @@ def get_method(name: str) -> Callable[..., DecodeResult]:
 
 __all__ = [
     "CORE_METHODS",
+    "DRAFT_POLICIES",
+    "DRAFT_POLICY_METHODS",
+    "AutoDraft",
     "CombinationRule",
+    "ConfidenceDraft",
     "Contrastive",
     "DecodeResult",
     "DecodeSettings",
+    "DraftPolicy",
+    "FixedDraft",
+    "HeuristicDraft",
     "HFRunner",
     "ModelAccounting",
     "ModelRunner",

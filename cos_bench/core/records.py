@@ -35,6 +35,16 @@ class ModelAccounting:
         """α = mean of Σ_x min(q, r) over this model's verified drafts; None when it drafted nothing."""
         return self.alpha_sum / self.verified if self.verified else None
 
+    @property
+    def draft_runs(self) -> int:
+        """Proposal runs this model opened (bonus runs included): every run drafts position 1."""
+        return self.drafted_by_position[0] if self.drafted_by_position else 0
+
+    @property
+    def mean_draft_length(self) -> float | None:
+        """Tokens drafted per proposal run (bonus included); None when it drafted nothing."""
+        return (self.drafted + self.bonus_drafted) / self.draft_runs if self.draft_runs else None
+
 
 @dataclass(frozen=True)
 class DecodeResult:

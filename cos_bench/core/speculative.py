@@ -14,16 +14,21 @@ The methods differ only in what happens after a verifying pass:
   * `cos` — the model that just scored turns its extra next-position
     distribution into a bonus draft and proposes γ_i − 1 more (the alternate
     proposal framework; with n models, Algorithm 2).
+
+How long each run is — γ_i, or what an adaptive policy makes of it — is the settings' draft
+policy's decision (`core/drafting.py`), bonus runs included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from cos_bench.core.combine import model_probs
+from cos_bench.core.drafting import DraftPlan
 from cos_bench.core.records import DecodeResult
 from cos_bench.core.runner import ModelRunner
 from cos_bench.core.sampling import sample, verify_block
@@ -38,6 +43,7 @@ class PendingDraft:
     draft_probs: torch.Tensor  # [V] the distribution it was drawn from
     bonus: bool  # drawn from a verifier's extra distribution (cos)
     run_position: int  # 1-based position within its proposal run
+    closes_run: bool = False  # the last draft of its run: accepting it accepts the whole run
 
 
 class SpeculativeEngine:
@@ -59,6 +65,7 @@ class SpeculativeEngine:
         self.logits: list[dict[int, torch.Tensor]] = [{} for _ in runners]  # per model: position -> [V]
         self.counters = [DraftCounters() for _ in runners]
         self.corrections = 0
+        self.plan = DraftPlan(settings.gammas)  # `run` starts the settings' policy, once it knows the method
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -79,18 +86,24 @@ class SpeculativeEngine:
         for offset, position in enumerate(range(first_wanted, end + 1)):
             store[position] = logits[offset]
 
-    def draft(self, index: int, count: int, bonus_first: bool) -> None:
-        """Model `index` proposes up to `count` tokens (never past max_new_tokens)."""
-        count = min(count, self.transcript.remaining - len(self.pending))
+    def draft(self, index: int, bonus_first: bool) -> None:
+        """Model `index` proposes one run: as long as the draft policy says, never past max_new_tokens."""
+        count = min(self.plan.run_length(index, self.counters), self.transcript.remaining - len(self.pending))
         for step in range(count):
             position = self.frontier
             if position not in self.logits[index]:
                 self.catch_up(index, position)
-            draft_probs = model_probs(self.logits[index][position], self.settings.temperature)
-            self.transcript.tokens[position] = sample(draft_probs, self.generator)
+            logits = self.logits[index][position]  # [V]
+            draft_probs = model_probs(logits, self.settings.temperature)
+            token = sample(draft_probs, self.generator)
+            self.transcript.tokens[position] = token
             bonus = bonus_first and step == 0
             self.pending.append(PendingDraft(index, draft_probs, bonus, step + 1))
             self.counters[index].count_draft(step + 1, bonus)
+            if self.plan.stops_after(logits, draft_probs, token):
+                break
+        if count > 0:
+            self.pending[-1] = dataclasses.replace(self.pending[-1], closes_run=True)
 
     def next_scorer(self, alternate: bool) -> int:
         """The model with the fewest stored distributions for the pending drafts (first index on ties).
@@ -133,6 +146,8 @@ class SpeculativeEngine:
         for draft, token, overlap in zip(drafts, verdict.accepted_tokens, verdict.overlaps):
             self.count_verdict(draft, overlap)
             self.counters[draft.drafter].count_accept(draft.run_position, draft.bonus)
+            if draft.closes_run:
+                self.plan.run_verified(draft.drafter, fully_accepted=True)
             self.pending.pop(0)
             for store in self.logits:
                 store.pop(self.transcript.length, None)
@@ -141,7 +156,9 @@ class SpeculativeEngine:
                 return False
         if verdict.correction is None:
             return False
-        self.count_verdict(drafts[verdict.n_accepted], verdict.overlaps[verdict.n_accepted])
+        rejected = drafts[verdict.n_accepted]
+        self.count_verdict(rejected, verdict.overlaps[verdict.n_accepted])
+        self.plan.run_verified(rejected.drafter, fully_accepted=False)
         self.reject(verdict.correction)
         return True
 
@@ -163,13 +180,14 @@ class SpeculativeEngine:
 
     def run(self, method: str, alternate: bool) -> DecodeResult:
         settings = self.settings
+        self.plan = settings.draft.start(settings.gammas, settings.temperature, alternate)
         while self.transcript.stop_reason is None:
             if not self.pending:
-                self.draft(settings.proposer, settings.gammas[settings.proposer], bonus_first=False)
+                self.draft(settings.proposer, bonus_first=False)
                 continue
             scorer = self.next_scorer(alternate)
             self.score(scorer)
             rejected = self.verify()
             if alternate and not rejected and self.transcript.stop_reason is None:
-                self.draft(scorer, settings.gammas[scorer], bonus_first=True)
+                self.draft(scorer, bonus_first=True)
         return finish(method, self.transcript, self.runners, self.counters, corrections=self.corrections)

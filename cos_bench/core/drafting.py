@@ -1,0 +1,212 @@
+"""Draft-length policies: how many tokens a proposer drafts in each run (docs/design.md §9).
+
+A policy is frozen configuration, validated when built; `start` gives the mutable plan of one
+decode, which the speculative engine asks before each proposal run (`run_length`), after each
+drafted token (`stops_after`) and when a run's last draft is accepted or one of its drafts is
+rejected (`run_verified`). A run opened by a verifier's bonus token (`cos`) is a run like any
+other: the policy sets its length, bonus included.
+
+Why every policy is exact: speculative sampling emits each position's token from the combined
+distribution, conditionally on everything before it, whatever distribution the draft came from
+and however many drafts the run holds. So a run's length may depend on anything already
+decided — the drafter's own distributions and tokens, the verdicts of earlier runs — but
+never on the randomness that verifies the current run, and no policy draws a random number:
+under `fixed` the engine's random stream is the one it always was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from cos_bench.core.combine import model_probs
+from cos_bench.core.speedup import apf_speedup, naive_cos_speedup
+from cos_bench.core.transcript import DraftCounters
+from cos_bench.errors import CosBenchError
+
+DEFAULT_CONFIDENCE_THRESHOLD = 0.4  # transformers' `assistant_confidence_threshold` default
+# heuristic: transformers' schedule for `num_assistant_tokens` ("heuristic"): +2 after a fully accepted run, −1 otherwise.
+HEURISTIC_GROWTH, HEURISTIC_SHRINK = 2, 1
+# Without `gamma_max`, a model may draft up to this many times its configured γ: each model's range follows
+# its role (paper: small 5 → 10, large 1 → 2), where one shared cap would let the large model draft as long as the small one.
+DEFAULT_CAP_SCALE = 2
+# `auto` keeps a proposer's configured γ until this many of its drafts have a verdict: α from fewer is noise.
+AUTO_MIN_VERDICTS = 4
+
+
+class DraftPlan:
+    """One decode's drafting decisions under `fixed`: every run is the model's configured γ."""
+
+    def __init__(self, gammas: Sequence[int]):
+        self.current = list(gammas)  # the γ each model drafts in its next run
+
+    def run_length(self, index: int, counters: Sequence[DraftCounters]) -> int:
+        """The longest run model `index` drafts now; `counters` hold only earlier rounds' verdicts."""
+        return self.current[index]
+
+    def stops_after(self, logits: torch.Tensor, draft_probs: torch.Tensor, token: torch.Tensor) -> bool:
+        """True to end the run after `token` (drawn from `draft_probs` [V], the drafter's `logits` [V])."""
+        return False
+
+    def run_verified(self, index: int, fully_accepted: bool) -> None:
+        """A run of model `index` was fully accepted, or one of its drafts rejected."""
+
+
+class DraftPolicy:
+    """How long each proposal run is; one frozen subclass per policy, listed in DRAFT_POLICIES."""
+
+    name: ClassVar[str]
+    parameters: ClassVar[tuple[str, ...]] = ()  # the fields a config may set (cos_bench.config reads them)
+
+    def caps(self, gammas: Sequence[int]) -> tuple[int, ...]:
+        """The longest run each model may ever draft (the compiled engine sizes its blocks by Σ caps + 1)."""
+        return tuple(gammas)
+
+    def check(self, gammas: Sequence[int]) -> None:
+        """Refuse settings this policy cannot work with (called by DecodeSettings)."""
+
+    def calibrated(self, step_costs: Sequence[float]) -> DraftPolicy:
+        """This policy given each model's measured single-step time (only `auto` uses them)."""
+        return self
+
+    def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
+        """The plan of one decode; `alternate` is True for `cos` (roles alternate), False for `sd`."""
+        return DraftPlan(gammas)
+
+
+@dataclass(frozen=True)
+class FixedDraft(DraftPolicy):
+    """Every run is the model's configured γ (the paper's algorithm)."""
+
+    name: ClassVar[str] = "fixed"
+
+
+@dataclass(frozen=True)
+class ConfidenceDraft(DraftPolicy):
+    """The drafter ends its run after a token whose own probability is below `threshold`, or at its γ.
+
+    At T = 0 the draft distribution is one-hot (its token has probability 1), so confidence is read
+    from the drafter's untempered softmax there. Reading it costs one host read per drafted token.
+    """
+
+    name: ClassVar[str] = "confidence"
+    parameters: ClassVar[tuple[str, ...]] = ("threshold",)
+
+    threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise CosBenchError(f"confidence threshold must be in (0, 1), got {self.threshold}: e.g. 0.4")
+
+    def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
+        return _ConfidencePlan(gammas, self.threshold, temperature)
+
+
+class _ConfidencePlan(DraftPlan):
+    def __init__(self, gammas: Sequence[int], threshold: float, temperature: float):
+        super().__init__(gammas)
+        self.threshold = threshold
+        self.temperature = temperature
+
+    def stops_after(self, logits: torch.Tensor, draft_probs: torch.Tensor, token: torch.Tensor) -> bool:
+        probs = draft_probs if self.temperature > 0 else model_probs(logits, 1.0)
+        return float(probs[token]) < self.threshold
+
+
+@dataclass(frozen=True)
+class _CappedPolicy(DraftPolicy):
+    """A policy whose γ moves within [1, cap]: cap = `gamma_max` for every model, else DEFAULT_CAP_SCALE × its γ."""
+
+    parameters: ClassVar[tuple[str, ...]] = ("gamma_max",)
+
+    gamma_max: int | None = None
+
+    def caps(self, gammas: Sequence[int]) -> tuple[int, ...]:
+        return tuple(DEFAULT_CAP_SCALE * g if self.gamma_max is None else self.gamma_max for g in gammas)
+
+    def check(self, gammas: Sequence[int]) -> None:
+        if self.gamma_max is not None and (int(self.gamma_max) != self.gamma_max or self.gamma_max < max(gammas)):
+            raise CosBenchError(
+                f"{self.name}: gamma_max must be an integer ≥ every model's gamma (largest {max(gammas)}), got {self.gamma_max}: raise it"
+            )
+
+
+@dataclass(frozen=True)
+class HeuristicDraft(_CappedPolicy):
+    """Each model's γ starts at its configured value, +2 after a fully accepted run, −1 after a rejection."""
+
+    name: ClassVar[str] = "heuristic"
+
+    def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
+        return _HeuristicPlan(gammas, self.caps(gammas))
+
+
+class _HeuristicPlan(DraftPlan):
+    def __init__(self, gammas: Sequence[int], caps: Sequence[int]):
+        super().__init__(gammas)
+        self.caps = caps
+
+    def run_verified(self, index: int, fully_accepted: bool) -> None:
+        step = HEURISTIC_GROWTH if fully_accepted else -HEURISTIC_SHRINK
+        self.current[index] = min(self.caps[index], max(1, self.current[index] + step))
+
+
+@dataclass(frozen=True)
+class AutoDraft(_CappedPolicy):
+    """Before each run, the γ in [1, cap] that maximises the paper's speedup for this proposer.
+
+    α is the proposer's own so far (Σ overlaps / verified drafts, from earlier rounds), c its step
+    time over the other models' (`step_costs`, calibrated). `cos` with two models maximises Thm 3.6
+    (the other model's current γ as γp), `sd` and n > 2 models the Thm 3.1 form with c over every
+    other model. Without `step_costs`, or before `min_verdicts` verdicts, the configured γ.
+    """
+
+    name: ClassVar[str] = "auto"
+
+    step_costs: tuple[float, ...] | None = None  # seconds of one single-token step per model, in role order
+    min_verdicts: int = AUTO_MIN_VERDICTS  # verified drafts of a proposer before its α is trusted
+
+    def check(self, gammas: Sequence[int]) -> None:
+        super().check(gammas)
+        if int(self.min_verdicts) != self.min_verdicts or self.min_verdicts < 1:
+            raise CosBenchError(f"auto: min_verdicts must be an integer ≥ 1, got {self.min_verdicts}")
+        if self.step_costs is not None and (len(self.step_costs) != len(gammas) or not all(0 < c < math.inf for c in self.step_costs)):
+            raise CosBenchError(f"auto: need one positive step cost per model ({len(gammas)}), got {list(self.step_costs)}")
+
+    def calibrated(self, step_costs: Sequence[float]) -> DraftPolicy:
+        return dataclasses.replace(self, step_costs=tuple(float(c) for c in step_costs))
+
+    def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
+        return _AutoPlan(gammas, self.caps(gammas), self.step_costs, self.min_verdicts, alternate)
+
+
+class _AutoPlan(DraftPlan):
+    def __init__(self, gammas: Sequence[int], caps: Sequence[int], step_costs: Sequence[float] | None, min_verdicts: int, alternate: bool):
+        super().__init__(gammas)
+        self.caps = caps
+        self.step_costs = step_costs
+        self.min_verdicts = min_verdicts
+        self.alternate = alternate
+
+    def run_length(self, index: int, counters: Sequence[DraftCounters]) -> int:
+        own = counters[index]
+        if self.step_costs is None or own.verified < self.min_verdicts:
+            return self.current[index]
+        alpha = min(1.0, own.alpha_sum / own.verified)  # a sum of overlaps in float can pass 1 by rounding
+        c = self.step_costs[index] / sum(cost for other, cost in enumerate(self.step_costs) if other != index)
+        self.current[index] = max(range(1, self.caps[index] + 1), key=lambda gamma: self.speedup(index, alpha, c, gamma))
+        return self.current[index]
+
+    def speedup(self, index: int, alpha: float, c: float, gamma: int) -> float:
+        if self.alternate and len(self.current) == 2:
+            return apf_speedup(alpha, c, gamma, self.current[1 - index])
+        return naive_cos_speedup(alpha, c, gamma)
+
+
+# Policy name (a config's `draft:`) -> class: the registry cos_bench.config takes its choices from.
+DRAFT_POLICIES: dict[str, type[DraftPolicy]] = {cls.name: cls for cls in (FixedDraft, ConfidenceDraft, HeuristicDraft, AutoDraft)}

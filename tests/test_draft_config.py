@@ -1,0 +1,254 @@
+"""The draft-length policy outside the core: `draft:` in configs, `--draft` on the command line, sweeps
+over policies, what records and manifests keep of it, and how the summary reports it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cos_bench.cli import app
+from cos_bench.config import DraftSpec, config_from_command_line, config_to_dict, parse_config, sweep_cells
+from cos_bench.core import AutoDraft, ConfidenceDraft, FixedDraft, HeuristicDraft
+from cos_bench.errors import CosBenchError
+from cos_bench.manifest import comparable
+from cos_bench.metrics import flatten_record, summarize
+from cos_bench.record import RunRecord
+from cos_bench.report import summary_markdown
+from cos_bench.storage import RECORDS_NAME
+from cos_bench.sweep import cell_folder_name
+
+BASE = {
+    "name": "t",
+    "models": [{"name": "small", "source": "offline:a"}, {"name": "large", "source": "offline:b"}],
+    "combinations": [{"rule": "we", "weights": [0.5, 0.5]}],
+    "tasks": ["gsm8k"],
+    "max_new_tokens": 64,
+}
+SMALL_RUN = Path(__file__).parent / "data" / "small_run"
+
+
+def config(**changes):
+    return parse_config({**copy.deepcopy(BASE), **changes}, "exp.yaml")
+
+
+# --- the config key -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, spec, label, core",
+    [
+        (None, DraftSpec("fixed"), "fixed", FixedDraft()),
+        ("confidence", DraftSpec("confidence", threshold=0.4), "confidence-0.4", ConfidenceDraft(0.4)),
+        ({"policy": "confidence", "threshold": None}, DraftSpec("confidence", threshold=0.4), "confidence-0.4", ConfidenceDraft(0.4)),
+        ({"policy": "confidence", "threshold": 0.25}, DraftSpec("confidence", threshold=0.25), "confidence-0.25", ConfidenceDraft(0.25)),
+        ("heuristic", DraftSpec("heuristic"), "heuristic", HeuristicDraft()),
+        ({"policy": "auto", "gamma_max": 8}, DraftSpec("auto", gamma_max=8), "auto-max8", AutoDraft(gamma_max=8)),
+    ],
+)
+def test_draft_is_a_name_or_a_mapping_and_round_trips(value, spec, label, core):
+    cfg = config(draft=value)
+    assert cfg.draft == spec and cfg.draft.label == label and cfg.draft.build() == core
+    assert parse_config(config_to_dict(cfg), "round trip") == cfg
+    assert re.fullmatch(r"[a-z0-9.-]+", label)  # names folders and report rows
+
+
+def test_longest_drafts_follow_the_policy():
+    assert config().longest_drafts == (5, 1)
+    assert config(draft="confidence").longest_drafts == (5, 1)  # confidence only shortens runs
+    assert config(draft="heuristic").longest_drafts == (10, 2)  # 2 × γ per model
+    assert config(draft={"policy": "auto", "gamma_max": 7}).longest_drafts == (7, 7)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("greedy", "exp.yaml: draft: must be one of fixed, confidence, heuristic, auto (got str 'greedy')"),
+        ({"policy": "best"}, "exp.yaml: draft.policy: must be one of fixed, confidence, heuristic, auto"),
+        ({"policy": "confidence", "threshold": 0}, "exp.yaml: draft.threshold: must be > 0"),
+        ({"policy": "confidence", "threshold": 1.0}, "exp.yaml: draft.threshold: must be in (0, 1)"),
+        ({"policy": "confidence", "threshold": "high"}, "exp.yaml: draft.threshold: must be a finite number"),
+        ({"policy": "fixed", "threshold": 0.3}, "exp.yaml: draft.threshold: does not apply to the fixed policy (only to confidence)"),
+        (
+            {"policy": "confidence", "gamma_max": 8},
+            "exp.yaml: draft.gamma_max: does not apply to the confidence policy (only to heuristic, auto)",
+        ),
+        (
+            {"policy": "heuristic", "gamma_max": 4},
+            "exp.yaml: draft.gamma_max: must be ≥ every model's gamma, runs start there (got 4, gamma.small = 5)",
+        ),
+        ({"policy": "auto", "gamma_max": 500}, "exp.yaml: draft.gamma_max: must be ≤ 64"),
+        ({"policy": "heuristic", "gamma-max": 8}, "exp.yaml: draft.gamma-max: unknown key; did you mean 'gamma_max'?"),
+        (3, "exp.yaml: draft: must be a policy name (fixed, confidence, heuristic, auto) or a mapping"),
+    ],
+)
+def test_bad_draft_values_give_one_line_errors(value, message):
+    with pytest.raises(CosBenchError) as caught:
+        config(draft=value)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "draft": {"policy": "confidence", "threshold": 0.3}}))
+    return path
+
+
+def test_command_line_parameters_keep_the_files_policy_and_a_new_policy_starts_afresh(config_file):
+    assert config_from_command_line(config_file, {"draft": {"threshold": 0.2}}).draft == DraftSpec("confidence", threshold=0.2)
+    assert config_from_command_line(config_file, {"draft": {"policy": "heuristic"}}).draft == DraftSpec("heuristic")
+    assert config_from_command_line(config_file, {}, ["draft=auto"]).draft == DraftSpec("auto")
+    with pytest.raises(CosBenchError, match=r"command line: draft.threshold: does not apply to the fixed policy"):
+        config_from_command_line(config_file, {"draft": {"policy": "fixed", "threshold": 0.5}})
+
+
+def test_run_command_line_sets_the_policy(config_file, monkeypatch):
+    import cos_bench.run
+
+    seen = []
+    monkeypatch.setattr(cos_bench.run, "run_experiment", lambda cfg, out, console: seen.append(cfg))
+    args = ["run", "-c", str(config_file), "--out", str(config_file.parent / "out")]
+    result = CliRunner().invoke(app, [*args, "--draft", "auto", "--draft-gamma-max", "9"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].draft == DraftSpec("auto", gamma_max=9)
+    result = CliRunner().invoke(app, [*args, "--draft", "sometimes"])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == "error: command line: draft.policy: must be one of fixed, confidence, heuristic, auto (got str 'sometimes')"
+    )
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+
+def test_a_sweep_over_policies_gives_one_cell_each_with_folder_safe_labels():
+    cfg = config(sweep={"draft": ["fixed", {"policy": "confidence", "threshold": 0.3}, "heuristic", {"policy": "auto", "gamma_max": 8}]})
+    cells = sweep_cells(cfg)
+    assert [cell.label for cell in cells] == ["draft=fixed", "draft=confidence-0.3", "draft=heuristic", "draft=auto-max8"]
+    assert [cell.config.draft for cell in cells] == [
+        DraftSpec("fixed"),
+        DraftSpec("confidence", threshold=0.3),
+        DraftSpec("heuristic"),
+        DraftSpec("auto", gamma_max=8),
+    ]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", cell_folder_name(cell.label)) for cell in cells)
+    assert json.loads(json.dumps(dict(cells[1].values))) == {"draft": "confidence-0.3"}  # what records store
+    assert parse_config(config_to_dict(cfg), "round trip") == cfg
+
+
+def test_sweep_command_line_grid_gives_each_policy_the_parameters_it_takes(config_file):
+    grids = {"draft": ("fixed,confidence,auto", {"threshold": 0.35, "gamma_max": 8})}
+    cells = sweep_cells(config_from_command_line(config_file, {}, None, grids))
+    assert [cell.config.draft.label for cell in cells] == ["fixed", "confidence-0.35", "auto-max8"]
+    with pytest.raises(CosBenchError, match=r"^--draft-threshold: no policy in --draft fixed,heuristic takes it \(only confidence\)"):
+        config_from_command_line(config_file, {}, None, {"draft": ("fixed,heuristic", {"threshold": 0.3, "gamma_max": None})})
+
+
+def test_a_sweep_draft_entry_is_checked_against_each_cells_gamma():
+    cfg = config(gamma={"small": 3}, sweep={"draft": [{"policy": "heuristic", "gamma_max": 4}], "gamma": {"small": [3, 5]}})
+    with pytest.raises(CosBenchError, match=r"sweep cell gamma.small=5,draft=heuristic-max4: draft.gamma_max: must be ≥"):
+        sweep_cells(cfg)
+
+
+def test_jobs_give_auto_the_calibrated_step_times():
+    from cos_bench.run import job_settings
+
+    cfg = config(draft="auto")
+    settings = job_settings(cfg, cfg.combinations[0], {"step_seconds": {"large": 0.5, "small": 0.1}})
+    assert settings.draft == AutoDraft(step_costs=(0.1, 0.5))  # in model order
+    fixed = config()
+    assert job_settings(fixed, fixed.combinations[0], {"step_seconds": {"large": 0.5, "small": 0.1}}).draft == FixedDraft()
+
+
+# --- manifests and records ----------------------------------------------------------------------
+
+
+def test_folders_written_before_draft_policies_resume_as_fixed_and_only_as_fixed():
+    written = config_to_dict(config())
+    del written["draft"]  # how every manifest before draft policies stored its config
+    assert comparable(written) == comparable(config_to_dict(config()))
+    assert comparable(written) != comparable(config_to_dict(config(draft="heuristic")))
+
+
+def records() -> list[dict]:
+    return [json.loads(line) for line in (SMALL_RUN / RECORDS_NAME).read_text().splitlines()]
+
+
+def test_records_keep_the_policy_and_old_records_read_as_fixed():
+    old = records()[0]
+    assert "draft" not in old and RunRecord.from_json(old).draft == "fixed"
+    assert "draft" not in RunRecord.from_json(old).to_json()  # fixed lines are written as they always were
+    adapted = RunRecord.from_json({**old, "draft": "confidence-0.4"})
+    assert adapted.to_json()["draft"] == "confidence-0.4"
+    assert RunRecord.from_json(adapted.to_json()) == adapted
+
+
+# --- the summary --------------------------------------------------------------------------------
+
+
+def test_the_summary_splits_rows_by_policy_and_reports_mean_draft_length():
+    rows = []
+    for record in records():
+        if record["task"] != "gsm8k":
+            continue
+        rows.append(flatten_record(RunRecord.from_json(record), run="fixed-run"))
+        adapted = {**copy.deepcopy(record), "draft": "heuristic"}  # the same decodes, as a second run's
+        if record["method"] != "vanilla":
+            small = adapted["accounting"]["models"][0]
+            small["drafted_by_position"] = [10, 10, 10, 5]  # 10 runs, 35 drafts in all
+            small["drafted"], small["bonus_drafted"] = 30, 5
+        rows.append(flatten_record(RunRecord.from_json(adapted), run="heuristic-run"))
+    summary = summarize(pd.DataFrame(rows))
+    cos = summary[summary["method"] == "cos"].set_index("draft")
+    assert sorted(cos.index) == ["fixed", "heuristic"]
+    assert cos.loc["heuristic", "mean_draft_length_small"] == pytest.approx(3.5)  # both prompts alike: 35 drafts / 10 runs
+    assert cos.loc["fixed", "mean_draft_length_small"] == pytest.approx(1.6)
+    assert not math.isnan(cos.loc["fixed", "theoretical_speedup"])
+    assert math.isnan(cos.loc["heuristic", "theoretical_speedup"])  # the theorems assume runs of γ
+    assert (summary[summary["method"] == "vanilla"]["theoretical_speedup"] == 1.0).all()
+    assert cos.loc["heuristic", "speedup_mean"] == pytest.approx(cos.loc["fixed", "speedup_mean"])  # same vanilla reference
+    table = summary_markdown(summary)
+    assert "| draft |" in table and "| mean draft length (small) | mean draft length (large) |" in table
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+def test_sweep_over_every_policy_end_to_end(tmp_path):
+    from tiny import save_tiny_pair
+
+    small, large = save_tiny_pair(tmp_path / "models")
+    data = {
+        **BASE,
+        "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
+        "methods": ["vanilla", "sd", "cos"],
+        "gamma": {"small": 2, "large": 1},
+        "limit": 1,
+        "max_new_tokens": 8,
+        "data_dir": str(Path(__file__).parent / "data" / "tasks"),
+        "warmup": 0,
+        "dtype": "float32",
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "-c", str(path), "--out", str(out), "--draft", "fixed,confidence,heuristic,auto"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for cell in sorted(out.glob("draft-*")) for line in (cell / RECORDS_NAME).read_text().splitlines()]
+    assert {r.get("draft", "fixed") for r in lines} == {"fixed", "confidence-0.4", "heuristic", "auto"}
+    vanilla = {tuple(r["token_ids"]) for r in lines if r["method"] == "vanilla"}
+    assert len(vanilla) == 1 and all(tuple(r["token_ids"]) in vanilla for r in lines)  # greedy: every policy, same ids
+    manifest = json.loads((out / "draft-auto" / "manifest.json").read_text())
+    assert manifest["config"]["draft"] == {"policy": "auto", "gamma_max": None}
+    summary = (out / "report" / "summary.md").read_text()
+    assert summary.count("| cos |") == 4 and "mean draft length (small)" in summary
+    assert (out / "report" / "sweep_draft.png").stat().st_size > 0
