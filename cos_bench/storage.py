@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cos_bench.errors import CosBenchError
+from cos_bench.methods import hf_ensemble
 from cos_bench.record import RunRecord
 
 MANIFEST_NAME = "manifest.json"
@@ -288,7 +289,25 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("key"), str):
         return None
-    return record
+    return _current_layout(record)
+
+
+def _current_layout(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored line as today's version names it.
+
+    `hf-ensemble` lines from before the peer ran two ways carry no `hf_drafting`: they drafted the
+    run's γ with no cut-off, which is today's `hf-ensemble-matched`, and are read back as that, key
+    included, so a resumed run neither takes them for the defaults variant nor decodes them twice.
+    """
+    if row.get("method") != hf_ensemble.DEFAULTS.name or "hf_drafting" in row:
+        return row
+    matched = hf_ensemble.MATCHED.name
+    parts = row["key"].split(_KEY_SEPARATOR, 4)  # task, example, setting, method, repeat[|variant] (record_key)
+    if len(parts) == 5 and parts[3] == row["method"]:
+        parts[3] = matched
+    gamma = (row.get("gammas") or {}).get(row.get("proposer"))
+    drafting = hf_ensemble.matched_drafting(int(gamma)).to_json() if isinstance(gamma, int) else None
+    return {**row, "method": matched, "key": _KEY_SEPARATOR.join(parts), "hf_drafting": drafting}
 
 
 # --- reading several folders -------------------------------------------------------------

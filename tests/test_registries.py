@@ -29,7 +29,8 @@ def parse(**changes):
 
 
 def test_method_names_are_the_core_registry_plus_the_wrapped_peer():
-    assert METHOD_NAMES == (*CORE_METHODS, "hf-ensemble") == method_names()
+    # The peer both ways: transformers' own drafting defaults, and matched to the run's γ.
+    assert METHOD_NAMES == (*CORE_METHODS, "hf-ensemble", "hf-ensemble-matched") == method_names()
     assert metrics.METHOD_ORDER == METHOD_NAMES
     assert theory.KNOWN_METHODS == METHOD_NAMES
 
@@ -45,7 +46,7 @@ def test_config_keeps_no_list_of_its_own():
 
 
 def test_a_registered_method_is_accepted_by_config(monkeypatch):
-    with pytest.raises(CosBenchError, match=r"methods\[0\]: must be one of vanilla, sd, cos, hf-ensemble"):
+    with pytest.raises(CosBenchError, match=r"methods\[0\]: must be one of vanilla, sd, cos, hf-ensemble, hf-ensemble-matched"):
         parse(methods=["toy"])
     monkeypatch.setitem(METHODS, "toy", lambda *args: None)
     assert parse(methods=["vanilla", "toy"]).methods == ("vanilla", "toy")

@@ -11,6 +11,7 @@ names would cost more than the ~1.5 s it saves on an error.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -31,8 +32,14 @@ def _core(decode: Callable[..., DecodeResult]) -> MethodDecode:
     return run
 
 
-# Outside implementations, one module each in this package.
-WRAPPED_METHODS: dict[str, MethodDecode] = {"hf-ensemble": hf_ensemble.decode}  # transformers' assisted generation
+# Outside implementations, one module each in this package. transformers' assisted generation runs
+# two ways: with transformers' own drafting defaults (what its users get) and matched to the run's γ.
+HF_ENSEMBLE_VARIANTS: tuple[str, ...] = tuple(peer.name for peer in hf_ensemble.VARIANTS)  # defaults first
+WRAPPED_METHODS: dict[str, MethodDecode] = {peer.name: peer for peer in hf_ensemble.VARIANTS}
+
+# Methods that need exactly two models combined by a weighted ensemble: config validation refuses
+# them elsewhere, and the runner plans them for we combinations only.
+TWO_MODEL_WE_ONLY: frozenset[str] = frozenset(HF_ENSEMBLE_VARIANTS)
 
 METHODS: dict[str, MethodDecode] = {**{name: _core(decode) for name, decode in CORE_METHODS.items()}, **WRAPPED_METHODS}
 
@@ -40,6 +47,12 @@ METHODS: dict[str, MethodDecode] = {**{name: _core(decode) for name, decode in C
 def method_names() -> tuple[str, ...]:
     """Every registered method, core first: what configs accept and the order reports use."""
     return tuple(METHODS)
+
+
+def hf_drafting(name: str, settings: DecodeSettings) -> dict[str, Any] | None:
+    """How the peer variant `name` drafts under `settings`, as stored beside its records; None for every other method."""
+    peer = next((p for p in hf_ensemble.VARIANTS if p.name == name), None)
+    return None if peer is None else peer.drafting(settings).to_json()
 
 
 def get_method(name: str) -> MethodDecode:
@@ -50,4 +63,15 @@ def get_method(name: str) -> MethodDecode:
 
 METHOD_NAMES: tuple[str, ...] = method_names()
 
-__all__ = ["METHODS", "METHOD_NAMES", "WRAPPED_METHODS", "DecodeContext", "MethodDecode", "get_method", "method_names"]
+__all__ = [
+    "HF_ENSEMBLE_VARIANTS",
+    "METHODS",
+    "METHOD_NAMES",
+    "TWO_MODEL_WE_ONLY",
+    "WRAPPED_METHODS",
+    "DecodeContext",
+    "MethodDecode",
+    "get_method",
+    "hf_drafting",
+    "method_names",
+]

@@ -14,17 +14,28 @@ So its tokens are not distributed as the weighted ensemble: the all-accepted
 token is a target sample (the gap CoS's alternate proposals close). It is a peer
 to compare speed and quality against, not an exact baseline.
 
+It runs two ways (`VARIANTS`, one registry entry each):
+
+- `hf-ensemble` drafts as transformers does when nobody sets anything — what a user of the
+  peer gets: up to `num_assistant_tokens` per round under its schedule, each draft cut short
+  once the drafter's own probability of its token falls below `assistant_confidence_threshold`
+  (transformers 5.24: 20, "constant", 0.4; read from the installed version, never written here).
+  Where scikit-learn is installed, transformers also retunes that threshold from round to round
+  within a call (`update_candidate_strategy`), so the variant's drafts depend on that too;
+- `hf-ensemble-matched` drafts the run's γ every round with no cut-off: the algorithm
+  comparison at the same γ as `sd` and `cos`.
+
 This module only wraps `generate`: it fixes the knobs that would otherwise leak in
-from the models' own generation configs (top-k 50, repetition penalties, adaptive
-draft lengths), and measures what the models did through forward hooks. `decode` is its
-entry in the method registry (`cos_bench.methods`), with the signature every method shares.
+from the models' own generation configs (top-k 50, repetition penalties, a checkpoint's
+draft lengths), and measures what the models did through forward hooks.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
@@ -37,6 +48,46 @@ from cos_bench.errors import CosBenchError
 from cos_bench.methods.context import DecodeContext
 from cos_bench.timing import synchronize
 
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")  # GenerationConfig.num_assistant_tokens_schedule
+
+
+@dataclass(frozen=True)
+class Drafting:
+    """How transformers' assistant drafts: `GenerationConfig`'s assisted-generation fields, named as there.
+
+    Stored with every record of the peer (`RunRecord.hf_drafting`), so a report can tell the variants apart.
+    """
+
+    num_assistant_tokens: int  # tokens drafted in the first round; the "heuristic" schedules change it between rounds
+    num_assistant_tokens_schedule: str  # one of SCHEDULES
+    assistant_confidence_threshold: float  # a round ends early once the drafter's own token probability is below it; 0 = never
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def transformers_defaults() -> Drafting:
+    """What `generate(assistant_model=…)` drafts with when nobody sets these fields, read from the installed transformers.
+
+    A bare `GenerationConfig()` leaves them None; generation fills every field still None from
+    `GenerationConfig._get_default_generation_params()` (so says GenerationConfig's docstring), which the
+    assistant's candidate generator does too (`generation/candidate_generator.py`). Read there, not copied here,
+    so the values follow the installed version.
+    """
+    from transformers import GenerationConfig
+
+    defaults = GenerationConfig._get_default_generation_params()
+    return Drafting(
+        num_assistant_tokens=int(defaults["num_assistant_tokens"]),
+        num_assistant_tokens_schedule=str(defaults["num_assistant_tokens_schedule"]),
+        assistant_confidence_threshold=float(defaults["assistant_confidence_threshold"]),
+    )
+
+
+def matched_drafting(gamma: int) -> Drafting:
+    """The run's γ in every round, no confidence cut-off: the peer at the same draft length as `sd` and `cos`."""
+    return Drafting(num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+
 
 def hf_ensemble_decode(
     target: torch.nn.Module,
@@ -46,16 +97,19 @@ def hf_ensemble_decode(
     temperature: float,
     max_new_tokens: int,
     eos_token_ids: Sequence[int],
-    gamma: int,
+    drafting: Drafting,
     seed: int | None,
     *,
+    method: str = "hf-ensemble",
     target_name: str = "target",
     drafter_name: str = "drafter",
     stop: Callable[[Sequence[int]], str | None] | None = None,
 ) -> DecodeResult:
     """Decode one prompt with `generate(assistant_model=..., assistant_ensemble_weight=1 - drafter_weight)`.
 
-    `drafter_weight` = 0 runs plain (lossless) speculative decoding of the target.
+    `drafter_weight` = 0 runs plain (lossless) speculative decoding of the target. The drafter
+    drafts as `drafting` says, starting afresh in every call: nothing of one call's adaptive
+    schedule carries over to the next (see the swap of generation configs below).
     Greedy when `temperature` is 0, else sampling from the full distribution at that
     temperature, seeded with `torch.manual_seed(seed)`. Stops on eos, `max_new_tokens`,
     or where `stop` (the rule every method shares: generated ids -> a reason or None) first
@@ -65,7 +119,7 @@ def hf_ensemble_decode(
     """
     from transformers import GenerationConfig, StoppingCriteriaList
 
-    _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_new_tokens, gamma)
+    _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_new_tokens, drafting)
     device = target.get_input_embeddings().weight.device
     input_ids = prompt_ids.to(device)[None]  # [1, P]
     eos = [int(i) for i in eos_token_ids]
@@ -85,11 +139,11 @@ def hf_ensemble_decode(
     )
     # Fields left None in `config` are filled from each model's own generation_config
     # (a Hub model's may carry top_k=20, repetition_penalty=1.1, ...), so both are
-    # swapped for neutral ones for the duration of the call. The drafter's also fixes γ:
-    # a constant schedule and no confidence cut-off (0.4 by default) that would end drafts early.
-    drafter_config = GenerationConfig(
-        num_assistant_tokens=gamma, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0
-    )
+    # swapped for neutral ones for the duration of the call. The drafter's carries `drafting`, and is a
+    # new object every call: under the "heuristic" schedule generate() writes the draft length it ended
+    # with back into the assistant's generation_config (generation/utils.py, end of _assisted_decoding), so
+    # reusing one would start the next prompt, or the other variant, from where this one stopped.
+    drafter_config = GenerationConfig(**drafting.to_json())
     saved = (target.generation_config, assistant.generation_config)
     target_meter, drafter_meter = _ForwardMeter(target), _ForwardMeter(assistant)
     steps = _StepWatcher(input_ids.shape[1], target_meter, stop)
@@ -152,7 +206,7 @@ def hf_ensemble_decode(
         drafted_by_position=(), accepted_by_position=(),
     )  # fmt: skip
     return DecodeResult(
-        method="hf-ensemble",
+        method=method,
         token_ids=generated,
         stop_reason=stop_reason,
         models=(drafter_accounting, target_accounting),
@@ -164,32 +218,52 @@ def hf_ensemble_decode(
     )
 
 
-def decode(context: DecodeContext, prompt_ids: torch.Tensor, settings: DecodeSettings, stop: StopRule) -> DecodeResult:
-    """The registry's signature: the proposer drafts, the other model is the target, λ is the proposer's WE weight.
+@dataclass(frozen=True)
+class Peer:
+    """One registry entry of the peer: `decode` under the registry's signature, drafting per `matched`."""
 
-    Ends where every method ends (`stop.reason`), cut at that exact token.
-    """
-    if not isinstance(settings.rule, WeightedEnsemble) or settings.rule.n_models != 2:
-        raise CosBenchError("hf-ensemble runs only 2-model we combinations: drop hf-ensemble from methods")
-    drafter = settings.proposer
-    (target,) = [i for i in range(len(context.models)) if i != drafter]
-    return hf_ensemble_decode(
-        context.models[target].model,
-        context.models[drafter].model,
-        prompt_ids,
-        drafter_weight=settings.rule.weights[drafter],
-        temperature=settings.temperature,
-        max_new_tokens=stop.max_new_tokens,
-        eos_token_ids=sorted(stop.eos_token_ids),
-        gamma=settings.gammas[drafter],
-        seed=context.seed,
-        target_name=context.models[target].name,
-        drafter_name=context.models[drafter].name,
-        stop=stop.reason,
-    )
+    name: str
+    matched: bool  # True: the run's γ, no cut-off (matched_drafting); False: transformers' defaults
+
+    def drafting(self, settings: DecodeSettings) -> Drafting:
+        """How this variant drafts under `settings` (the proposer drafts)."""
+        return matched_drafting(settings.gammas[settings.proposer]) if self.matched else transformers_defaults()
+
+    def __call__(self, context: DecodeContext, prompt_ids: torch.Tensor, settings: DecodeSettings, stop: StopRule) -> DecodeResult:
+        """The proposer drafts, the other model is the target, λ is the proposer's WE weight.
+
+        Ends where every method ends (`stop.reason`), cut at that exact token.
+        """
+        if not isinstance(settings.rule, WeightedEnsemble) or settings.rule.n_models != 2:
+            raise CosBenchError(f"{self.name} runs only 2-model we combinations: drop {self.name} from methods")
+        drafter = settings.proposer
+        (target,) = [i for i in range(len(context.models)) if i != drafter]
+        return hf_ensemble_decode(
+            context.models[target].model,
+            context.models[drafter].model,
+            prompt_ids,
+            drafter_weight=settings.rule.weights[drafter],
+            temperature=settings.temperature,
+            max_new_tokens=stop.max_new_tokens,
+            eos_token_ids=sorted(stop.eos_token_ids),
+            drafting=self.drafting(settings),
+            seed=context.seed,
+            method=self.name,
+            target_name=context.models[target].name,
+            drafter_name=context.models[drafter].name,
+            stop=stop.reason,
+        )
 
 
-def _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_new_tokens, gamma) -> None:
+# Both run where the peer can (2-model WE); their records carry `drafting` (RunRecord.hf_drafting).
+# Records of `hf-ensemble` stored before it had two variants drafted as `hf-ensemble-matched` does
+# and are read back as that (storage._current_layout).
+DEFAULTS = Peer("hf-ensemble", matched=False)
+MATCHED = Peer("hf-ensemble-matched", matched=True)
+VARIANTS: tuple[Peer, ...] = (DEFAULTS, MATCHED)
+
+
+def _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_new_tokens, drafting: Drafting) -> None:
     if not 0.0 <= drafter_weight < 1.0:
         raise CosBenchError(
             f"hf-ensemble drafter weight must be in [0, 1), got {drafter_weight}; "
@@ -197,8 +271,16 @@ def _validate(target, assistant, prompt_ids, drafter_weight, temperature, max_ne
         )
     if temperature < 0:
         raise CosBenchError(f"temperature must be >= 0, got {temperature}; use 0 for greedy")
-    if gamma < 1:
-        raise CosBenchError(f"hf-ensemble needs gamma >= 1 draft tokens per step, got {gamma}")
+    if drafting.num_assistant_tokens < 1:
+        raise CosBenchError(f"hf-ensemble needs gamma >= 1 draft tokens per step, got {drafting.num_assistant_tokens}")
+    if drafting.num_assistant_tokens_schedule not in SCHEDULES:
+        raise CosBenchError(
+            f"hf-ensemble: unknown draft schedule {drafting.num_assistant_tokens_schedule!r}; use one of {', '.join(SCHEDULES)}"
+        )
+    if not 0.0 <= drafting.assistant_confidence_threshold < 1.0:
+        raise CosBenchError(
+            f"hf-ensemble confidence threshold must be in [0, 1), got {drafting.assistant_confidence_threshold}; 0 never cuts a draft"
+        )
     if max_new_tokens < 1:
         raise CosBenchError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if prompt_ids.dim() != 1 or prompt_ids.numel() == 0:
