@@ -1,12 +1,12 @@
 """Turn results folders into summary.csv, summary.md (headline first, then every column), plots and the console headline.
 
-All numbers come from `metrics.summarize`; this module only formats and draws.
-Missing values print as "n/a". Plots use matplotlib's Agg canvas directly (no
-pyplot state), so they render the same with or without a display.
+All numbers come from `metrics.summarize`; this module only formats. Missing values print as
+"n/a". The plots are drawn by `plots.py`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -16,16 +16,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
-from cos_bench.errors import CosBenchError
-from cos_bench.metrics import COLUMN_DOCS, COMPARE_KEYS, METHOD_ORDER, SWEEP_PREFIX, load_records, summarize, sweep_columns
+from cos_bench.core import DRAFT_POLICY_METHODS
+from cos_bench.methods import HF_ENSEMBLE_VARIANTS
+from cos_bench.metrics import (
+    COLUMN_DOCS,
+    COMPARE_KEYS,
+    METHOD_ORDER,
+    SWEEP_PREFIX,
+    load_records,
+    mean_draft_length_column,
+    summarize,
+    sweep_columns,
+)
+from cos_bench.plots import plot_acceptance, plot_speedups
 
 NA = "n/a"
-PANEL_KEYS = ("run", "setting", "temperature")  # one plot panel per run/setting/temperature
+DRAFT_LENGTH_PREFIX = mean_draft_length_column("")  # one summary column per model
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class ReportPaths:
     summary_csv: Path
     summary_md: Path
     speedup_png: Path
-    acceptance_png: Path
+    acceptance_png: Path | None  # None: no row drafted at two positions or more (γ = 1), nothing to draw
 
 
 def write_report(folders: Sequence[Path], out_dir: Path) -> ReportPaths:
@@ -54,7 +62,8 @@ def write_summary_report(summary: pd.DataFrame, out_dir: Path) -> ReportPaths:
     write_summary_csv(summary, paths.summary_csv)
     paths.summary_md.write_text(summary_markdown(summary), encoding="utf-8")
     plot_speedups(summary, paths.speedup_png)
-    plot_acceptance(summary, paths.acceptance_png)
+    if plot_acceptance(summary, paths.acceptance_png) is None:
+        paths = dataclasses.replace(paths, acceptance_png=None)
     return paths
 
 
@@ -117,7 +126,14 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
     ]
     if summary["proposer"].nunique() > 1:
         columns.append(DisplayColumn("proposer", lambda r: str(r["proposer"]), ""))
-    columns.append(DisplayColumn("γ", _gammas, "draft lengths, default proposer's first"))
+    gamma_doc = "draft lengths, default proposer's first"
+    if summary["method"].isin(HF_ENSEMBLE_VARIANTS).any():
+        gamma_doc += "; hf-ensemble variants: the first round's length, the schedule unless constant, and the drafter confidence below which a round is cut short"
+    columns.append(DisplayColumn("γ", _gammas, gamma_doc))
+    if "draft" in summary and (summary["draft"] != "fixed").any() and SWEEP_PREFIX + "draft" not in summary:
+        columns.append(
+            DisplayColumn("draft", lambda r: str(r["draft"]) if r["method"] in DRAFT_POLICY_METHODS else NA, COLUMN_DOCS["draft"])
+        )
     for sweep in sweep_columns(summary):
         name = sweep[len(SWEEP_PREFIX) :]
         columns.append(DisplayColumn(name, lambda r, s=sweep: fmt(r[s], 3), f"swept parameter {name}"))
@@ -131,6 +147,11 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("α expected", _number("alpha_expected", 3), COLUMN_DOCS["alpha_expected"]),
         DisplayColumn("α empirical", _number("alpha_empirical", 3), COLUMN_DOCS["alpha_empirical"]),
         DisplayColumn("mean acc. len", _number("mean_accepted_length", 2), COLUMN_DOCS["mean_accepted_length"]),
+        *(
+            DisplayColumn(f"mean draft length ({column[len(DRAFT_LENGTH_PREFIX) :]})", _number(column, 2), COLUMN_DOCS["mean_draft_length"])
+            for column in summary.columns
+            if column.startswith(DRAFT_LENGTH_PREFIX)
+        ),
         DisplayColumn("c", _number("c", 3), COLUMN_DOCS["c"]),
         DisplayColumn("pass cost ρ", _number("pass_cost", 2), COLUMN_DOCS["pass_cost"]),
         DisplayColumn("theory", _number("theoretical_speedup", 2), COLUMN_DOCS["theoretical_speedup"]),
@@ -146,6 +167,9 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("overhead", _number("framework_overhead", 2), COLUMN_DOCS["framework_overhead"]),
         DisplayColumn("loop overhead", _number("loop_overhead", 2), COLUMN_DOCS["loop_overhead"]),
         DisplayColumn("quality", _number("quality", 3), COLUMN_DOCS["quality"]),
+        DisplayColumn("quality − vanilla", _quality_difference, COLUMN_DOCS["quality_vs_vanilla"] + "; ± its standard error over prompts"),
+        DisplayColumn("budget", _number("max_new_tokens", 0), COLUMN_DOCS["max_new_tokens"]),
+        DisplayColumn("stopped", _number("stopped_on_own", 2), COLUMN_DOCS["stopped_on_own"]),
         DisplayColumn("identical", _number("identical_to_vanilla", 2), COLUMN_DOCS["identical_to_vanilla"]),
         DisplayColumn("paper", _number("paper_speedup", 2), COLUMN_DOCS["paper_speedup"]),
     ]
@@ -178,17 +202,35 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 HEADLINE_NOTE = (
     "speedup = mean per-prompt tokens/s ÷ vanilla's, ± its standard error over prompts (measured); "
     "Thm = the paper's Thm 3.1 (sd) / 3.6 (cos) from the measured α and c (computed); "
-    "α and identity of cos (else sd); quality: vanilla → cos"
+    "α and identity of cos (else sd); quality: vanilla → cos (cos − vanilla on the same prompts ± its standard error "
+    "over prompts), then the share of vanilla's decodes that stopped on their own (end-of-sequence or a stop string, "
+    "not the token budget)"
 )
+PEER_NOTE = (
+    "hf-ensemble drafts with transformers' own defaults, hf-ensemble-matched with the run's γ and no cut-off; "
+    "id = that variant's greedy identity to vanilla"
+)
+
+
+def headline_note(summary: pd.DataFrame) -> str:
+    """The headline's legend; it explains the peer's cell only where the peer ran."""
+    return HEADLINE_NOTE + ("; " + PEER_NOTE if summary["method"].isin(HF_ENSEMBLE_VARIANTS).any() else "")
 
 
 def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """What a reader wants first, per task × setting (× run): is each method faster than vanilla, by
-    how much and how surely, as the theory says, with the same output and quality? ≤ 10 columns."""
+    how much and how surely, as the theory says, with the same output and quality? ≤ 10 columns.
+
+    The peer's variants share one cell, so the peer costs one column however many of its variants ran:
+    a column each would make 11 with vanilla, sd, cos and both. Each part keeps its own identity rate,
+    since the peer is not exact by design and the headline's identity column is cos's."""
     present = set(summary["method"])
-    methods = [m for m in METHOD_ORDER if m in present and m != "vanilla"] + sorted(present - set(METHOD_ORDER))
+    methods = [m for m in METHOD_ORDER if m in present and m != "vanilla" and m not in HF_ENSEMBLE_VARIANTS]
+    methods += sorted(present - set(METHOD_ORDER))
+    peers = [m for m in HF_ENSEMBLE_VARIANTS if m in present]
     several_runs = summary["run"].nunique() > 1
-    headers = ["task", "setting", "T", "vanilla tok/s", *(f"{m} speedup" for m in methods), "α", "greedy identical", "quality"]
+    speedups = [f"{m} speedup" for m in methods] + ([f"{' / '.join(peers)} speedup (id)"] if peers else [])
+    headers = ["task", "setting", "T", "vanilla tok/s", *speedups, "α", "greedy identical", "quality"]
     rows = []
     for _, group in summary.groupby(list(COMPARE_KEYS), sort=False, dropna=False):
         first = group.iloc[0]
@@ -202,6 +244,7 @@ def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 fmt(first["temperature"], 1),
                 fmt(by_method["vanilla"]["tokens_per_s_mean"], 1) if "vanilla" in by_method else "n/a",
                 *(_speedup_cell(by_method.get(m)) for m in methods),
+                *([_peer_cell(by_method, peers)] if peers else []),
                 fmt(lead["alpha_expected"], 3) if lead is not None else "n/a",
                 fmt(lead["identical_to_vanilla"], 2) if lead is not None else "n/a",
                 _quality_cell(by_method.get("vanilla"), lead),
@@ -217,22 +260,41 @@ def _speedup_cell(row: pd.Series | None) -> str:
     return cell if _is_missing(row["theoretical_speedup"]) else f"{cell} (Thm {fmt(row['theoretical_speedup'])})"
 
 
+def _peer_cell(by_method: dict[str, pd.Series], peers: Sequence[str]) -> str:
+    """Each peer variant's speedup ± its prompt standard error and greedy identity, " / " between; n/a where none ran."""
+    if not any(m in by_method for m in peers):
+        return "n/a"  # e.g. a cd setting: the peer runs for we only
+    parts = []
+    for row in (by_method.get(m) for m in peers):
+        cell = _speedup_cell(row)
+        parts.append(cell if row is None or _is_missing(row["identical_to_vanilla"]) else f"{cell} (id {fmt(row['identical_to_vanilla'])})")
+    return " / ".join(parts)
+
+
 def _quality_cell(vanilla: pd.Series | None, lead: pd.Series | None) -> str:
     if vanilla is None:
         return "n/a"
-    return fmt(vanilla["quality"], 2) + ("" if lead is None else f" → {fmt(lead['quality'], 2)}")
+    cell = fmt(vanilla["quality"], 2) + ("" if lead is None else f" → {fmt(lead['quality'], 2)} ({_quality_difference(lead)})")
+    return f"{cell}, {fmt(100 * vanilla['stopped_on_own'], 0)}% stopped"
+
+
+def _quality_difference(row: pd.Series) -> str:
+    difference = row["quality_vs_vanilla"]
+    if _is_missing(difference):
+        return NA
+    return f"{float(difference):+.2f} ± {fmt(row['quality_vs_vanilla_se'])}"
 
 
 def headline_markdown(summary: pd.DataFrame) -> str:
     headers, rows = headline(summary)
-    lines = ["## Headline", "", HEADLINE_NOTE + ".", "", _md_row(headers), _md_row("---" for _ in headers)]
+    lines = ["## Headline", "", headline_note(summary) + ".", "", _md_row(headers), _md_row("---" for _ in headers)]
     return "\n".join(lines + [_md_row(row) for row in rows]) + "\n"
 
 
 def render_headline(summary: pd.DataFrame) -> Table:
     """The terminal summary: the headline; the full table is in summary.md."""
     headers, rows = headline(summary)
-    table = Table(title="cos-bench summary", caption=HEADLINE_NOTE)
+    table = Table(title="cos-bench summary", caption=headline_note(summary))
     for header in headers:
         table.add_column(header, justify="left" if header in ("task", "setting") else "right")
     for row in rows:
@@ -242,131 +304,6 @@ def render_headline(summary: pd.DataFrame) -> Table:
 
 def _md_row(cells: Any) -> str:
     return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
-
-
-# --- plots -------------------------------------------------------------------------------
-
-
-def plot_speedups(summary: pd.DataFrame, out_path: Path) -> None:
-    """Measured speedup (mean of per-prompt rates) per task, one bar per method; × marks the paper's number."""
-    panels = _panels(summary[summary["method"] != "vanilla"])
-    figure, axes_list = _figure(len(panels), width=7.0)
-    for axes, (title, rows) in zip(axes_list, panels):
-        tasks = sorted(rows["task"].unique())
-        variants = _variants(rows)
-        width = 0.8 / max(1, len(variants))
-        for index, (label, variant_rows) in enumerate(variants):
-            x = np.array([tasks.index(t) for t in variant_rows["task"]]) - 0.4 + width * (index + 0.5)
-            axes.bar(x, variant_rows["speedup_mean"].astype(float), width, label=label)
-            paper = variant_rows["paper_speedup"].astype(float)
-            if paper.notna().any():
-                axes.scatter(x, paper, marker="x", color="black", zorder=3, label=f"paper ({label})")
-        axes.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-        axes.set_xticks(range(len(tasks)), tasks)
-        axes.set_ylabel("speedup over vanilla")
-        axes.set_title(title)
-        axes.legend(fontsize="small")
-    _empty_note(figure, axes_list, "no non-vanilla methods in these results")
-    _save(figure, out_path)
-
-
-def plot_acceptance(summary: pd.DataFrame, out_path: Path) -> None:
-    """Acceptance rate at each draft position, one line per task and method."""
-    drafted = summary[summary["acceptance_by_position"].map(len) > 0]
-    panels = _panels(drafted)
-    figure, axes_list = _figure(len(panels), width=6.0)
-    for axes, (title, rows) in zip(axes_list, panels):
-        for label, variant_rows in _variants(rows, with_task=True):
-            for _, row in variant_rows.iterrows():
-                rates = row["acceptance_by_position"]
-                axes.plot(range(1, len(rates) + 1), rates, marker="o", label=label)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("draft position (1 = first token of a proposal run)")
-        axes.set_ylabel("accepted / drafted")
-        axes.set_ylim(0, 1.05)
-        axes.set_title(title)
-        axes.legend(fontsize="small")
-    _empty_note(figure, axes_list, "no drafted tokens in these results")
-    _save(figure, out_path)
-
-
-def plot_sweep(summary: pd.DataFrame, param: str, out_path: Path) -> None:
-    """Speedup against a swept parameter: one panel per task, one line per method and proposer order.
-
-    Dashed lines of the same colour are the theoretical speedup (Thm 3.1/3.6) where defined.
-    """
-    column = param if param.startswith(SWEEP_PREFIX) else SWEEP_PREFIX + param
-    if column not in summary.columns or summary[column].isna().all():
-        found = ", ".join(c[len(SWEEP_PREFIX) :] for c in sweep_columns(summary)) or "none"
-        raise CosBenchError(f"no sweep over {param!r} in these results (sweeps found: {found}); pass one of those")
-    rows = summary[(summary["method"] != "vanilla") & summary[column].notna()]
-    tasks = sorted(rows["task"].unique())
-    figure, axes_list = _figure(max(1, len(tasks)), width=6.0)
-    for axes, task in zip(axes_list, tasks):
-        task_rows = rows[rows["task"] == task]
-        positions = _sweep_positions(task_rows[column])
-        # Other swept parameters split lines too, else their points would be joined as if one series.
-        others = [c for c in sweep_columns(task_rows) if c != column and task_rows[c].nunique() > 1]
-        # Several combination settings (e.g. WE and CD) are separate series, never one zig-zag line.
-        for values, line in task_rows.groupby(["setting", "method", "proposer"] + others, sort=True):
-            setting, method, proposer, *rest = values
-            label = ", ".join([f"{setting} {method}, {proposer} first"] + [f"{c[len(SWEEP_PREFIX) :]}={v}" for c, v in zip(others, rest)])
-            line = line.assign(_x=line[column].map(positions)).sort_values("_x")
-            drawn = axes.plot(line["_x"], line["speedup_mean"].astype(float), marker="o", label=label)
-            axes.plot(line["_x"], line["theoretical_speedup"].astype(float), linestyle="--", color=drawn[0].get_color())
-        if not all(isinstance(k, (int, float, np.number)) for k in positions):
-            axes.set_xticks(list(positions.values()), [str(k) for k in positions])
-        elif all(float(k).is_integer() for k in positions):
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-        axes.set_xlabel(param.removeprefix(SWEEP_PREFIX))
-        axes.set_ylabel("speedup over vanilla (dashed: theory)")
-        axes.set_title(task)
-        axes.legend(fontsize="small")
-    _save(figure, Path(out_path))
-
-
-def _sweep_positions(values: pd.Series) -> dict[Any, float]:
-    """x position of each swept value: itself when numeric, else its rank."""
-    unique = sorted(values.unique(), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
-    if all(isinstance(v, (int, float, np.number)) for v in unique):
-        return {v: float(v) for v in unique}
-    return {v: float(i) for i, v in enumerate(unique)}
-
-
-def _panels(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    panels = []
-    for (run, setting, temperature), panel in rows.groupby(list(PANEL_KEYS), sort=False):
-        panels.append((f"{run}: {setting}, T={fmt(temperature, 1)}", panel))
-    return panels
-
-
-def _variants(rows: pd.DataFrame, with_task: bool = False) -> list[tuple[str, pd.DataFrame]]:
-    """Rows grouped into plot series; the label names only what varies."""
-    keys = (["task"] if with_task else []) + ["method", "proposer", "gammas_label"]
-    varying = [k for k in keys if k == "task" or k == "method" or rows[k].nunique() > 1]
-    series = []
-    for values, group in rows.groupby(varying, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        series.append((" ".join(f"γ={v}" if k == "gammas_label" else str(v) for k, v in zip(varying, values)), group))
-    return series
-
-
-def _figure(n_panels: int, width: float) -> tuple[Figure, list[Any]]:
-    figure = Figure(figsize=(width, 3.5 * max(1, n_panels)))
-    FigureCanvasAgg(figure)  # attach the Agg canvas: no display needed, no pyplot global state
-    axes = figure.subplots(max(1, n_panels), 1, squeeze=False)[:, 0]
-    return figure, list(axes)
-
-
-def _empty_note(figure: Figure, axes_list: list[Any], message: str) -> None:
-    if not any(axes.has_data() for axes in axes_list):
-        axes_list[0].text(0.5, 0.5, message, ha="center", va="center", transform=axes_list[0].transAxes)
-
-
-def _save(figure: Figure, out_path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(out_path, dpi=120, metadata={"Software": None})  # no version stamp: same input, same bytes
 
 
 def _json_cell(value: Any) -> Any:

@@ -17,7 +17,7 @@ from cos_bench.tasks.data import DataSource
 
 # Bump whenever any prompt text, few-shot choice or stop string changes, so that numbers
 # from different prompt formats are never mixed silently. It goes into every result.
-PROMPT_FORMAT_VERSION = "2026.11-2"
+PROMPT_FORMAT_VERSION = "2026.12-1"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class Task(ABC):
     name: str
     stop_strings: tuple[str, ...]  # for plain (base-model) prompts
     chat_stop_strings: tuple[str, ...] = ()  # for chat prompts: none that could cut a reply short
-    default_max_new_tokens: int = 512
+    # The token budget that reaches the answer (measured per task, see each task's module); a
+    # config's `max_new_tokens` overrides it. A decode cut before its answer scores "no answer".
+    default_max_new_tokens: int
 
     def stop_strings_for(self, chat: bool) -> tuple[str, ...]:
         return self.chat_stop_strings if chat else self.stop_strings

@@ -133,7 +133,10 @@ class HumanEval(Task):
     name = "humaneval"
     stop_strings = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
     chat_stop_strings = (_CLOSING_FENCE,)  # the reply continues the prefilled block: its end ends the code
-    default_max_new_tokens = 512
+    # The canonical solutions take 46 tokens at the median, 167 at the 99th percentile and 241 at most
+    # (Qwen2.5 tokenizer, closing fence included); the models' own bodies, with comments, run up to
+    # about 1.5× that. The block's closing fence ends a finished body well before the budget.
+    default_max_new_tokens = 384
 
     def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
         self.timeout_s = timeout_s

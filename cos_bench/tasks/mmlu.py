@@ -2,7 +2,13 @@
 
 Base models get the original 5-shot prompt (the subject's five dev questions, each
 ending "Answer: X") and answer with one letter. Instruct models get the question
-alone and are asked for the letter.
+alone, are asked for the letter and then an explanation, and find their reply opened
+with "The correct answer is", so the letter is among its first tokens. Asked for the letter
+alone, the offline Qwen2.5-Coder pair reasoned first: 78% of the committed benchmark's MMLU
+decodes (48 tokens) ended before any letter; with the opened reply, the 1.5B model gave the
+letter first on 20 of 20 test questions. The explanation after it is what a speed run times.
+Only the reply's first paragraph is scored: the answer it opens with, not a later aside, so a
+larger token budget cannot change the verdict.
 
 Extraction rules, first match wins; letters count only in capitals (so the article
 "a" is never an answer), and markdown asterisks are ignored:
@@ -36,8 +42,10 @@ _OPENING = re.compile(r"^(?:\(([A-D])\)|([A-D])[.):])(?:\s|$)")
 
 _CHAT_INSTRUCTION = (
     "The following is a multiple choice question about {subject}. Answer with the letter "
-    "of the correct option (A, B, C or D).\n\n{question}"
+    "of the correct option (A, B, C or D), then explain.\n\n{question}"
 )
+_RESPONSE_PREFIX = "The correct answer is"  # opens the assistant's reply: the letter comes next
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
 def extract_letter(reply: str, choices: Sequence[str] = ()) -> str | None:
@@ -69,7 +77,9 @@ class MMLU(Task):
     name = "mmlu"
     stop_strings = ("\n",)  # a base model answers " B" and would go on to invent the next question
     chat_stop_strings = ()
-    default_max_new_tokens = 32
+    # The letter takes 1–3 tokens after the opened reply; the rest of the budget times the explanation
+    # (a base model stops at the end of its one-line answer).
+    default_max_new_tokens = 64
 
     def load(
         self,
@@ -99,14 +109,15 @@ class MMLU(Task):
         row = example.row
         if chat:
             instruction = _CHAT_INSTRUCTION.format(subject=subject_name(row["subject"]), question=format_question(row))
-            return chat_prompt(tokenizer, instruction)
+            return chat_prompt(tokenizer, instruction) + _RESPONSE_PREFIX
         header = f"The following are multiple choice questions (with answers) about {subject_name(row['subject'])}.\n\n"
         shots = "".join(f"{format_question(s)}\nAnswer: {LETTERS[s['answer']]}\n\n" for s in example.fewshot)
         return f"{header}{shots}{format_question(row)}\nAnswer:"
 
     def completion_for_scoring(self, example: Example, generated_text: str) -> str:
-        # No cut at "\n": a chat reply may reason over several lines before its answer.
-        return generated_text.strip()
+        # The first paragraph: the opened chat reply states its letter there (a base model's reply
+        # is one line anyway). No cut at a single "\n": "B\nBecause ..." still counts.
+        return _PARAGRAPH_BREAK.split(generated_text.strip(), maxsplit=1)[0].strip()
 
     def score_many(self, examples: Sequence[Example], completions: Sequence[str], allow_code_eval: bool = False) -> list[Score]:
         check_lengths(examples, completions)
