@@ -23,9 +23,10 @@ setup: $(BIN)/cos-bench
 run: setup
 	$(BIN)/cos-bench run --allow-code-eval $(DATA_OPT)
 
-# The test suite (no downloads, no GPU); two workers for the two cores.
+# The test suite (no downloads, no GPU); two workers for the two cores. loadgroup keeps the tests
+# that share one Ray cluster (xdist_group "ray") on one worker, so only one cluster is started.
 test: setup
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites.
 lint: setup

@@ -12,7 +12,9 @@ from rich.console import Console
 
 from cos_bench.errors import CosBenchError
 from cos_bench.metrics import load_records, summarize
-from cos_bench.report import ReportPaths, plot_sweep, render_headline, write_summary_report
+from cos_bench.plots import plot_sweep
+from cos_bench.report import ReportPaths, render_headline, write_summary_report
+from cos_bench.storage import RECORDS_NAME
 
 
 def parse_cell_label(label: str) -> dict[str, Any]:
@@ -36,6 +38,8 @@ def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> 
     for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
         plot_sweep(summary, param, out_dir / f"sweep_{param}.png")
     console.print(render_headline(summary))
+    if paths.acceptance_png is None:
+        console.print("acceptance by draft position: nothing to draw (every row drafted one position, γ = 1)")
     return paths
 
 
@@ -46,11 +50,15 @@ def swept_parameters(sweep_dir: Path) -> list[str]:
 
 
 def sweep_folders(folder: Path) -> Iterator[Path]:
-    """A results folder, or the cell folders of a sweep folder."""
+    """A results folder, or the cell folders of a sweep folder that hold at least one record (a cell that
+    failed or was stopped before its first decode has nothing to report)."""
     if (folder / "manifest.json").exists():
         yield folder
         return
-    cells = sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
-    if not cells:
+    started = sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.is_dir() else []
+    if not started:
         raise CosBenchError(f"{folder} is not a cos-bench results or sweep folder: pass a folder written by `cos-bench run` or `sweep`")
+    cells = [cell for cell in started if (cell / RECORDS_NAME).exists()]
+    if not cells:
+        raise CosBenchError(f"no cell of the sweep folder {folder} has finished a decode yet; rerun the `cos-bench sweep` to resume them")
     yield from cells
