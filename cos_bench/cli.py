@@ -82,7 +82,7 @@ class SharedOptions:
     limit: Optional[int] = _option(None, "--limit", help="Examples per task.")
     tasks: Optional[str] = _option(None, "--tasks", help=f"Comma list: {','.join(TASK_NAMES)}.")
     methods: Optional[str] = _option(None, "--methods", help=f"Comma list: {','.join(METHOD_NAMES)}.")
-    max_new_tokens: Optional[int] = _option(None, "--max-new-tokens", help="Generation limit per example.")
+    max_new_tokens: Optional[int] = _option(None, "--max-new-tokens", help="Token budget for every task (default: each task's own).")
     repeats: Optional[int] = _option(None, "--repeats", help="Timed repeats per example.")
     seed: Optional[int] = _option(None, "--seed", help="Subset shuffling and sampling seed.")
     device: Optional[str] = _option(None, "--device", help="auto, cpu, cuda, cuda:N, mps, multi-gpu.")
@@ -98,10 +98,24 @@ class SharedOptions:
     allow_code_eval: bool = _option(False, "--allow-code-eval", help="Run model-written code (HumanEval) in the sandbox.")
     warmup: Optional[int] = _option(None, "--warmup", help="Untimed warm-up decodes per method.")
     sets: Optional[list[str]] = _option(None, "--set", help="Override any config field, KEY=YAML (e.g. --set offset=10); repeatable.")
+    draft_threshold: Optional[float] = _option(
+        None,
+        "--draft-threshold",
+        help="confidence policy: end a run after a draft its drafter gave less than this probability (default 0.4).",
+    )
+    draft_gamma_max: Optional[int] = _option(
+        None, "--draft-gamma-max", help="heuristic and auto policies: the longest run of any model (default: 2 × its gamma)."
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The config keys these options set, as typed (None = not given); `config_from_command_line` parses them."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "sets")}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("config", "sets", "draft_threshold", "draft_gamma_max")
+        }
+
+    def draft_parameters(self) -> dict[str, Any]:
+        """The draft policy's parameters given (None = not given), keyed as the config's `draft:` mapping."""
+        return {"threshold": self.draft_threshold, "gamma_max": self.draft_gamma_max}
 
     def resolve(self, grids: Optional[dict[str, Any]] = None, **command_options: Any) -> ExperimentConfig:
         """The experiment config: the file, these options and the command's own (raw, keyed by config field),
@@ -139,11 +153,12 @@ def run(
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 = greedy."),
     gamma: Optional[list[str]] = typer.Option(None, "--gamma", help="Draft length per model, MODEL=N; repeatable."),
     proposer: Optional[str] = typer.Option(None, "--proposer", help="Default proposer (a model name from the config)."),
+    draft: Optional[str] = typer.Option(None, "--draft", help="Draft-length policy of sd and cos: fixed, confidence, heuristic or auto."),
 ) -> None:
     """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
     from cos_bench.run import run_experiment
 
-    cfg = options.resolve(temperature=temperature, gamma=gamma, proposer=proposer)
+    cfg = options.resolve(temperature=temperature, gamma=gamma, proposer=proposer, draft={"policy": draft, **options.draft_parameters()})
     run_experiment(cfg, check_out_dir(out or Path("results") / cfg.name), console)
 
 
@@ -158,12 +173,28 @@ def sweep(
     gamma_grid: Optional[list[str]] = typer.Option(None, "--gamma-grid", help="Grid per model, MODEL=1,3,5; repeatable."),
     temperatures: Optional[str] = typer.Option(None, "--temperatures", help="Grid, e.g. 0,1."),
     proposers: Optional[str] = typer.Option(None, "--proposers", help="Proposer orders, e.g. small,large."),
+    drafts: Optional[str] = typer.Option(None, "--draft", help="Grid of draft-length policies, e.g. fixed,confidence,heuristic,auto."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (one cell after another, here) or ray (one Ray task per cell)."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Ray head, host:6379 or auto (default: $RAY_ADDRESS, else a new local Ray cluster)."
+    ),
+    gpus_per_cell: Optional[int] = typer.Option(None, "--gpus-per-cell", help="GPUs a Ray cell asks for (default: from --device)."),
+    cpus_per_cell: Optional[int] = typer.Option(None, "--cpus-per-cell", help="CPUs a Ray cell asks for (default 1)."),
 ) -> None:
-    """Run a grid over λ, μ, γ, temperature and proposer order: one results folder per cell, plus plots."""
+    """Run a grid over λ, μ, γ, temperature, proposer order and draft policy: one results folder per cell, plus plots."""
     from cos_bench.sweep import run_sweep
 
-    grids = {"lambda": lambdas, "mu": mus, "gamma": gamma_grid, "temperature": temperatures, "proposer": proposers}
-    cfg = options.resolve(grids=grids)
+    # --draft-threshold / --draft-gamma-max go with the --draft grid's policies, else to the config's own policy.
+    draft = (drafts, options.draft_parameters())
+    grids = {"lambda": lambdas, "mu": mus, "gamma": gamma_grid, "temperature": temperatures, "proposer": proposers, "draft": draft}
+    cfg = options.resolve(
+        grids=grids,
+        draft=None if drafts else draft[1],
+        executor=executor,
+        ray_address=ray_address,
+        gpus_per_cell=gpus_per_cell,
+        cpus_per_cell=cpus_per_cell,
+    )
     run_sweep(cfg, check_out_dir(out or Path("results") / f"sweep-{cfg.name}"), console)
 
 

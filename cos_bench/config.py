@@ -39,8 +39,9 @@ from typing import Any, ClassVar
 import yaml
 
 from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE, CombinationRule, Contrastive, WeightedEnsemble
+from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES, DraftPolicy
 from cos_bench.errors import CosBenchError
-from cos_bench.methods import method_names
+from cos_bench.methods import TWO_MODEL_WE_ONLY, method_names
 from cos_bench.paper import PAPER_SETTINGS
 from cos_bench.tasks import TASKS
 
@@ -54,6 +55,8 @@ DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.yaml"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # auto = compiled on CUDA, eager elsewhere (see cos_bench.engine.resolve_engine).
 ENGINES = ("auto", "eager", "compiled")
+# How `cos-bench sweep` runs its cells: in this process, or one Ray task per cell (cos_bench.executors).
+EXECUTORS = ("local", "ray")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps|multi-gpu")
 # Model names appear in keys like `gamma.small` and in file names: no dots, no spaces.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -66,10 +69,13 @@ TOP_LEVEL_KEYS = (
     "name", "paper_setting", "models", "combinations", "methods", "gamma", "proposer",
     "temperature", "tasks", "limit", "offset", "seed", "subjects", "max_new_tokens",
     "repeats", "warmup", "dtype", "device", "engine", "chat", "data_dir", "allow_code_eval", "sweep",
+    "executor", "ray_address", "gpus_per_cell", "cpus_per_cell", "draft",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "models", "combinations")
 MODEL_KEYS = ("name", "source")
-SWEEP_KEYS = ("lambda", "mu", "gamma", "temperature", "proposer")
+SWEEP_KEYS = ("lambda", "mu", "gamma", "temperature", "proposer", "draft")
+# `draft:` (a policy name, or a mapping): the policy, and the parameters of every policy (core.drafting).
+DRAFT_KEYS = ("policy", *dict.fromkeys(p for cls in DRAFT_POLICIES.values() for p in cls.parameters))
 
 
 class FrozenMap(Mapping):
@@ -233,16 +239,53 @@ def _spec_for(rule: str) -> type[Combination]:
 
 
 @dataclass(frozen=True)
+class DraftSpec:
+    """`draft:` — how long `sd` and `cos` proposal runs are (core/drafting.py), with its parameters."""
+
+    policy: str = "fixed"  # a name in core.drafting.DRAFT_POLICIES
+    threshold: float | None = None  # confidence only: its draft probability below which a run ends
+    gamma_max: int | None = None  # heuristic and auto only: the longest run (None = 2 × each model's γ)
+
+    @property
+    def label(self) -> str:
+        """'fixed', 'confidence-0.4', 'heuristic', 'auto-max8': names sweep cells (folders) and report rows."""
+        if self.threshold is not None:
+            return f"{self.policy}-{_fmt(self.threshold)}"
+        return self.policy + ("" if self.gamma_max is None else f"-max{self.gamma_max}")
+
+    def build(self, step_costs: Sequence[float] | None = None) -> DraftPolicy:
+        """The core policy; `step_costs` (seconds per single-token step, in model order) where measured."""
+        cls = DRAFT_POLICIES[self.policy]
+        policy = cls(**{key: getattr(self, key) for key in cls.parameters if getattr(self, key) is not None})
+        return policy if step_costs is None else policy.calibrated(step_costs)
+
+    def to_dict(self) -> dict:
+        return {"policy": self.policy, **{key: getattr(self, key) for key in DRAFT_POLICIES[self.policy].parameters}}
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     lambdas: tuple[float, ...]  # weight of the first model in 2-model WE
     mus: tuple[float, ...]
     gammas: Mapping[str, tuple[int, ...]]  # per model name
     temperatures: tuple[float, ...]
     proposers: tuple[str, ...]
+    drafts: tuple[DraftSpec, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not (self.lambdas or self.mus or self.gammas or self.temperatures or self.proposers)
+        return not (self.lambdas or self.mus or self.gammas or self.temperatures or self.proposers or self.drafts)
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """How `cos-bench sweep` runs its cells (cos_bench.executors); `run` ignores it. The four
+    top-level keys `executor`, `ray_address`, `gpus_per_cell` and `cpus_per_cell`."""
+
+    kind: str  # local | ray
+    ray_address: str | None  # None: $RAY_ADDRESS, else the latest cluster on this machine, else a new local one
+    gpus_per_cell: int | None  # None: from `device` (executors.cell_resources)
+    cpus_per_cell: int  # Ray sets a CPU cell's torch threads to this
 
 
 @dataclass(frozen=True)
@@ -260,7 +303,7 @@ class ExperimentConfig:
     offset: int
     seed: int
     subjects: tuple[str, ...] | None
-    max_new_tokens: int
+    max_new_tokens: Mapping[str, int]  # token budget per task, every registered task: see `budget`
     repeats: int
     warmup: int
     dtype: str
@@ -270,6 +313,8 @@ class ExperimentConfig:
     data_dir: str | None
     allow_code_eval: bool
     sweep: SweepSpec | None
+    executor: ExecutorSpec
+    draft: DraftSpec = DraftSpec()
     # The raw mapping this config was parsed from: overrides and sweep cells merge into it and
     # parse once (a γ the user did not write stays absent and follows the proposer). Not part
     # of equality: it is provenance, not configuration.
@@ -279,6 +324,15 @@ class ExperimentConfig:
     def model_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.models)
 
+    def budget(self, task: str) -> int:
+        """The token budget of `task`'s decodes: the config's `max_new_tokens`, else the task's own."""
+        return self.max_new_tokens[task]
+
+    @property
+    def longest_budget(self) -> int:
+        """The largest budget among this config's tasks (what a static cache must hold)."""
+        return max(self.budget(task) for task in self.tasks)
+
     @property
     def proposer_index(self) -> int:
         return self.model_names.index(self.proposer)
@@ -287,6 +341,11 @@ class ExperimentConfig:
     def gammas(self) -> tuple[int, ...]:
         """γ per model, aligned with `models` (the form `theory.theoretical_speedup` takes)."""
         return tuple(self.gamma[name] for name in self.model_names)
+
+    @property
+    def longest_drafts(self) -> tuple[int, ...]:
+        """The longest run each model may draft under the draft policy (the compiled engine sizes blocks by it)."""
+        return self.draft.build().caps(self.gammas)
 
 
 # --------------------------------------------------------------------------- errors and readers
@@ -473,7 +532,7 @@ def _gamma(origin: str, key: str, value: Any, max_new_tokens: int) -> int:
             origin,
             key,
             f"must be ≤ {limit} (got {gamma}): a draft never runs past the token budget "
-            f"(max_new_tokens = {max_new_tokens}); lower it, or raise max_new_tokens",
+            f"(max_new_tokens = {max_new_tokens}, the smallest of this config's task budgets); lower it, or raise max_new_tokens",
         )
     return gamma
 
@@ -488,17 +547,48 @@ def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, m
     return FrozenMap({name: written.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA) for name in names})
 
 
+def _parse_max_new_tokens(origin: str, value: Any) -> FrozenMap:
+    """Budget per registered task: absent, null or `task` = each task's own (`Task.default_max_new_tokens`);
+    a number = that for every task; a mapping {task: number} = those, the task's own for the rest."""
+    budgets = {name: task.default_max_new_tokens for name, task in TASKS.items()}
+    if value is None or value == "task":
+        return FrozenMap(budgets)
+    if isinstance(value, Mapping):
+        for name, tokens in value.items():
+            if name not in TASKS:
+                raise _fail(origin, f"max_new_tokens.{name}", f"unknown task; use one of {', '.join(TASKS)}")
+            budgets[name] = _int(origin, f"max_new_tokens.{name}", tokens, minimum=1)
+        return FrozenMap(budgets)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(
+            origin,
+            "max_new_tokens",
+            f"must be a whole number ≥ 1, `task` (each task's own budget) or a mapping such as {{gsm8k: 256}} (got {_show(value)})",
+        )
+    tokens = _int(origin, "max_new_tokens", value, minimum=1)
+    return FrozenMap({name: tokens for name in budgets})
+
+
+def _max_new_tokens_to_dict(budgets: Mapping[str, int]) -> int | dict[str, int]:
+    # The resolved numbers, never `task`: a stored config must not change meaning when a task's
+    # own budget does. One number when every task has the same (what configs before per-task budgets wrote).
+    values = set(budgets.values())
+    return values.pop() if len(values) == 1 else dict(budgets)
+
+
 def _parse_methods(origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination]) -> tuple[str, ...]:
     methods = _parse_choices(origin, "methods", value, method_names())
-    if "hf-ensemble" in methods:
+    pair_only = [m for m in methods if m in TWO_MODEL_WE_ONLY]
+    if pair_only:
         # The peer baseline exists for 2-model WE only; the runner skips it for cd combinations.
         has_we = any(isinstance(c, WeightedEnsembleSpec) for c in combinations)
         if len(names) != 2 or not has_we:
             found = f"{len(names)} models" if len(names) != 2 else "no we combination"
+            listed = ", ".join(pair_only)
             raise _fail(
                 origin,
                 "methods",
-                f"hf-ensemble supports only 2-model we combinations (found {found}); drop hf-ensemble from methods",
+                f"{listed} runs on 2-model we combinations only (found {found}); drop {listed} from methods",
             )
     return methods
 
@@ -538,6 +628,16 @@ def _parse_bool(origin: str, key: str, value: Any) -> bool:
     return value
 
 
+def _parse_executor(origin: str, data: Mapping) -> ExecutorSpec:
+    address, gpus = data.get("ray_address"), data.get("gpus_per_cell")
+    return ExecutorSpec(
+        kind=_choice(origin, "executor", data.get("executor", "local"), EXECUTORS),
+        ray_address=None if address is None else _str(origin, "ray_address", address),
+        gpus_per_cell=None if gpus is None else _int(origin, "gpus_per_cell", gpus, minimum=0),
+        cpus_per_cell=_int(origin, "cpus_per_cell", data.get("cpus_per_cell", 1), minimum=1),
+    )
+
+
 def _parse_sweep(
     origin: str, value: Any, names: Sequence[str], combinations: Sequence[Combination], max_new_tokens: int
 ) -> SweepSpec | None:
@@ -555,6 +655,8 @@ def _parse_sweep(
     mus = grid("mu", lambda k, v: _float(origin, k, v, minimum=0.0))
     temperatures = grid("temperature", lambda k, v: _float(origin, k, v, minimum=0.0))
     proposers = grid("proposer", lambda k, v: _model_name(origin, k, v, names))
+    # gamma_max is checked against γ by each cell, whose γ a gamma grid may change.
+    drafts = grid("draft", lambda k, v: _parse_draft(origin, k, v, None, max_new_tokens))
     gammas = {}
     for name, values in _mapping(origin, "sweep.gamma", data.get("gamma") or {}).items():
         _model_name(origin, f"sweep.gamma.{name}", name, names)
@@ -572,8 +674,49 @@ def _parse_sweep(
             "sweep.mu",
             "applies only to cd combinations and this config has none; remove it or add a cd combination",
         )
-    spec = SweepSpec(lambdas, mus, FrozenMap({n: gammas[n] for n in names if n in gammas}), temperatures, proposers)
+    spec = SweepSpec(lambdas, mus, FrozenMap({n: gammas[n] for n in names if n in gammas}), temperatures, proposers, drafts)
     return None if spec.is_empty else spec
+
+
+def _parse_draft(origin: str, key: str, value: Any, gamma: Mapping[str, int] | None, max_new_tokens: int) -> DraftSpec:
+    """A policy name or {policy, its parameters}; parameters of another policy are refused, not ignored."""
+    if value is None:
+        return DraftSpec()
+    if not isinstance(value, (str, Mapping)):
+        raise _fail(
+            origin,
+            key,
+            f"must be a policy name ({', '.join(DRAFT_POLICIES)}) or a mapping such as {{policy: confidence, threshold: 0.4}} (got {_show(value)})",
+        )
+    entry = {"policy": value} if isinstance(value, str) else value
+    _check_keys(origin, f"{key}.", entry, DRAFT_KEYS)
+    policy = _choice(origin, key if isinstance(value, str) else f"{key}.policy", entry.get("policy", "fixed"), tuple(DRAFT_POLICIES))
+    takes = DRAFT_POLICIES[policy].parameters
+    for name in entry:
+        if name != "policy" and name not in takes:
+            owners = ", ".join(p for p, cls in DRAFT_POLICIES.items() if name in cls.parameters)
+            raise _fail(
+                origin, f"{key}.{name}", f"does not apply to the {policy} policy (only to {owners}); remove it or change the policy"
+            )
+    threshold = None
+    if "threshold" in takes:  # resolved, never left unset: the label and the manifest name the number used
+        given = entry.get("threshold")
+        threshold = _float(
+            origin, f"{key}.threshold", DEFAULT_CONFIDENCE_THRESHOLD if given is None else given, minimum=0.0, inclusive=False
+        )
+        if threshold >= 1:
+            raise _fail(origin, f"{key}.threshold", f"must be in (0, 1): a probability (got {threshold:g}); e.g. 0.4")
+    gamma_max = entry.get("gamma_max")
+    if gamma_max is not None:
+        gamma_max = _gamma(origin, f"{key}.gamma_max", gamma_max, max_new_tokens)
+        if gamma is not None and gamma_max < max(gamma.values()):
+            largest = max(gamma, key=gamma.get)
+            raise _fail(
+                origin,
+                f"{key}.gamma_max",
+                f"must be ≥ every model's gamma, runs start there (got {gamma_max}, gamma.{largest} = {gamma[largest]}); raise it",
+            )
+    return DraftSpec(policy, threshold, gamma_max)
 
 
 def _lambda(origin: str, key: str, value: Any) -> float:
@@ -601,8 +744,10 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
     names = tuple(m.name for m in models)
     combinations = _parse_combinations(origin, data["combinations"], names)
     proposer = names[0] if data.get("proposer") is None else _model_name(origin, "proposer", data["proposer"], names)
-    max_new_tokens = _int(origin, "max_new_tokens", data.get("max_new_tokens", 128), minimum=1)  # bounds γ
-    gamma = _parse_gamma(origin, data.get("gamma"), names, proposer, max_new_tokens)
+    tasks = _parse_choices(origin, "tasks", data.get("tasks", ["humaneval"]), tuple(TASKS))
+    max_new_tokens = _parse_max_new_tokens(origin, data.get("max_new_tokens"))
+    shortest = min(max_new_tokens[task] for task in tasks)  # bounds γ: no draft runs past any task's budget
+    gamma = _parse_gamma(origin, data.get("gamma"), names, proposer, shortest)
     paper_setting = data.get("paper_setting")
     if paper_setting is not None:
         paper_setting = _choice(origin, "paper_setting", paper_setting, tuple(PAPER_SETTINGS))
@@ -616,7 +761,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         gamma=gamma,
         proposer=proposer,
         temperature=_float(origin, "temperature", data.get("temperature", 0.0), minimum=0.0),
-        tasks=_parse_choices(origin, "tasks", data.get("tasks", ["humaneval"]), tuple(TASKS)),
+        tasks=tasks,
         limit=None if limit is None else _int(origin, "limit", limit, minimum=1),
         offset=_int(origin, "offset", data.get("offset", 0), minimum=0),
         seed=_int(origin, "seed", data.get("seed", 0), minimum=0),
@@ -630,7 +775,9 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         chat=_parse_chat(origin, data.get("chat", "auto")),
         data_dir=_parse_data_dir(origin, data.get("data_dir")),
         allow_code_eval=_parse_bool(origin, "allow_code_eval", data.get("allow_code_eval", False)),
-        sweep=_parse_sweep(origin, data.get("sweep"), names, combinations, max_new_tokens),
+        sweep=_parse_sweep(origin, data.get("sweep"), names, combinations, shortest),
+        executor=_parse_executor(origin, data),
+        draft=_parse_draft(origin, "draft", data.get("draft"), gamma, shortest),
         source=copy.deepcopy(dict(data)),
     )
 
@@ -676,13 +823,14 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
         "methods": list(cfg.methods),
         "gamma": dict(cfg.gamma),
         "proposer": cfg.proposer,
+        "draft": cfg.draft.to_dict(),
         "temperature": cfg.temperature,
         "tasks": list(cfg.tasks),
         "limit": cfg.limit,
         "offset": cfg.offset,
         "seed": cfg.seed,
         "subjects": None if cfg.subjects is None else list(cfg.subjects),
-        "max_new_tokens": cfg.max_new_tokens,
+        "max_new_tokens": _max_new_tokens_to_dict(cfg.max_new_tokens),
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,
         "dtype": cfg.dtype,
@@ -692,18 +840,36 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
         "data_dir": cfg.data_dir,
         "allow_code_eval": cfg.allow_code_eval,
         "sweep": _sweep_to_dict(cfg.sweep),
+        "executor": cfg.executor.kind,
+        "ray_address": cfg.executor.ray_address,
+        "gpus_per_cell": cfg.executor.gpus_per_cell,
+        "cpus_per_cell": cfg.executor.cpus_per_cell,
     }
 
 
 def merge_raw(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
-    """`overrides` laid over a raw config mapping: `gamma` merges per model, every other key replaces."""
+    """`overrides` laid over a raw config mapping: `gamma` merges per model, `draft` per parameter while
+    its policy stays (`_merge_draft`), every other key replaces."""
     merged = copy.deepcopy(dict(data))
     for key, value in overrides.items():
         if key == "gamma" and isinstance(value, Mapping) and isinstance(merged.get("gamma"), Mapping):
             merged["gamma"] = {**merged["gamma"], **value}
+        elif key == "draft":
+            merged["draft"] = _merge_draft(merged.get("draft"), copy.deepcopy(value))
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def _merge_draft(base: Any, override: Any) -> Any:
+    """`--draft-threshold 0.3` over `draft: confidence` keeps the policy; a new policy starts from its own defaults."""
+    base = {"policy": base} if isinstance(base, str) else base
+    override = {"policy": override} if isinstance(override, str) else override
+    if not isinstance(base, Mapping) or not isinstance(override, Mapping):
+        return override  # nothing to merge with (or not a mapping: parse_config says so)
+    if override.get("policy", base.get("policy", "fixed")) != base.get("policy", "fixed"):
+        return override
+    return {**base, **override}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any], origin: str = "command line") -> ExperimentConfig:
@@ -806,12 +972,36 @@ def _numbers(option: str) -> Callable[[str], list[float]]:
     return lambda text: [_number(x, option) for x in _comma_list(text)]
 
 
+def _given_draft(options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`--draft NAME`, `--draft-threshold X`, `--draft-gamma-max N` -> the `draft` override; None when none is given."""
+    given = {key: value for key, value in options.items() if value is not None}
+    return given or None
+
+
+def _draft_grid(options: tuple[str | None, Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """`sweep --draft fixed,confidence --draft-threshold 0.3` -> one entry per policy, each with the given
+    parameters it takes (a parameter no listed policy takes is refused, not dropped)."""
+    names, parameters = options
+    if not names:
+        return None
+    given = _given_draft(parameters) or {}
+    takes = {name: DRAFT_POLICIES[name].parameters if name in DRAFT_POLICIES else () for name in _comma_list(names)}
+    for key in given:
+        if not any(key in parameters for parameters in takes.values()):
+            owners = ", ".join(name for name, cls in DRAFT_POLICIES.items() if key in cls.parameters)
+            raise CosBenchError(
+                f"--draft-{key.replace('_', '-')}: no policy in --draft {names} takes it (only {owners}); add one to --draft or drop the option"
+            )
+    return [{"policy": name, **{key: value for key, value in given.items() if key in takes[name]}} for name in takes]
+
+
 # How a command-line option's raw value becomes a config value; options not listed arrive typed.
 _OPTION_READERS: dict[str, Callable[[Any], Any]] = {
     "tasks": _comma_list,
     "methods": _comma_list,
     "gamma": parse_gamma_option,
     "allow_code_eval": lambda flag: True if flag else None,  # a flag left off keeps the file's value
+    "draft": _given_draft,
 }
 # The same for the sweep's grid options, keyed by SWEEP_KEYS.
 _GRID_READERS: dict[str, Callable[[Any], Any]] = {
@@ -820,6 +1010,7 @@ _GRID_READERS: dict[str, Callable[[Any], Any]] = {
     "gamma": lambda values: parse_gamma_option(values, grid=True),
     "temperature": _numbers("--temperatures"),
     "proposer": _comma_list,
+    "draft": _draft_grid,
 }
 
 
@@ -840,7 +1031,8 @@ def sweep_cells(cfg: ExperimentConfig) -> list[SweepCell]:
 
     Each cell's values are merged into the config's raw mapping and parsed once: λ sets
     [λ, 1−λ] on every we combination, μ sets every cd combination's μ (their labels are
-    derived again); gamma, temperature and proposer set the top-level values.
+    derived again); gamma, temperature, proposer and draft set the top-level values. A draft
+    policy appears in the cell's values (and records) by its label, e.g. "confidence-0.4".
     """
     if cfg.sweep is None or cfg.sweep.is_empty:
         raise CosBenchError(
@@ -850,10 +1042,10 @@ def sweep_cells(cfg: ExperimentConfig) -> list[SweepCell]:
     axes = _sweep_axes(cfg.sweep)
     cells = []
     for point in itertools.product(*(values for _, values in axes)):
-        values = FrozenMap({key: value for (key, _), value in zip(axes, point)})
         data = merge_raw(cfg.source, {"sweep": None})
-        for key, value in values.items():
+        for (key, _), value in zip(axes, point):
             _apply_cell_value(data, key, value)
+        values = FrozenMap({key: value.label if isinstance(value, DraftSpec) else value for (key, _), value in zip(axes, point)})
         data["combinations"] = _dedupe(data["combinations"])  # several we combos collapse under one λ
         cells.append(SweepCell(values, parse_config(data, f"{cfg.name} sweep cell {_cell_label(values)}")))
     return cells
@@ -871,7 +1063,7 @@ def _sweep_axes(sweep: SweepSpec) -> list[tuple[str, tuple]]:
     """(swept key, values) for each non-empty axis, in label order."""
     axes = [("lambda", sweep.lambdas), ("mu", sweep.mus)]
     axes += [(f"gamma.{name}", values) for name, values in sweep.gammas.items()]
-    axes += [("temperature", sweep.temperatures), ("proposer", sweep.proposers)]
+    axes += [("temperature", sweep.temperatures), ("proposer", sweep.proposers), ("draft", sweep.drafts)]
     return [(key, values) for key, values in axes if values]
 
 
@@ -883,6 +1075,8 @@ def _apply_cell_value(data: dict, key: str, value: Any) -> None:
         _set_rule(data, Contrastive, mu=value)
     elif key.startswith("gamma."):
         data["gamma"] = {**(data.get("gamma") or {}), key[len("gamma.") :]: value}
+    elif key == "draft":
+        data["draft"] = value.to_dict()  # a whole policy: nothing of the config's own draft carries over
     else:
         data[key] = value
 
@@ -911,6 +1105,7 @@ def _sweep_to_dict(s: SweepSpec | None) -> dict | None:
         "gamma": {name: list(values) for name, values in s.gammas.items()},
         "temperature": list(s.temperatures),
         "proposer": list(s.proposers),
+        "draft": [d.to_dict() for d in s.drafts],
     }
     return {key: value for key, value in out.items() if value}
 

@@ -107,8 +107,8 @@ def build_runners(
     if engine.kind == "eager":
         engine.runners = [HFRunner(m.name, m.model, engine.vocab_size) for m in engine.models]
         return {}
-    max_block = sum(cfg.gammas) + 1
-    engine.capacity = static_capacity(prompt_lengths, cfg.max_new_tokens, max_block)
+    max_block = sum(cfg.longest_drafts) + 1  # Σγ under a fixed draft policy; an adaptive one may draft up to its caps
+    engine.capacity = static_capacity(prompt_lengths, cfg.longest_budget, max_block)
     engine.runners = []
     for spec, loaded in zip(cfg.models, engine.models):
         key = f"runner|{_model_key(cfg, spec.source)}|{engine.capacity}|{max_block}"

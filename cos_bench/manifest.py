@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -28,7 +29,11 @@ from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Task
 
 # Fields that may change between a run and its resumption without mixing incomparable numbers.
 # `engine` as written may change (auto vs its resolution); the resolved engine is compared on its own.
-RESUMABLE_CHANGES = ("limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir", "engine")
+# How a sweep dispatched its cells (the executor keys) changes no number: a cell resumes under either executor.
+RESUMABLE_CHANGES = (
+    "limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir", "engine",
+    "executor", "ray_address", "gpus_per_cell", "cpus_per_cell",
+)  # fmt: skip
 
 
 def git_revision() -> str | None:
@@ -52,6 +57,14 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def node() -> dict[str, Any]:
+    """The machine this run executes on: its host name, and its Ray node id when the process belongs to a
+    Ray cluster (a `sweep --executor ray` worker); None otherwise, so both executors' manifests have the same keys."""
+    ray = sys.modules.get("ray")  # imported only by the Ray executor: a local run never loads it
+    ray_node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    return {"host": socket.gethostname(), "ray_node_id": ray_node}
+
+
 def versions() -> dict[str, str]:
     import datasets
     import transformers
@@ -65,8 +78,12 @@ def versions() -> dict[str, str]:
     }
 
 
+# Config keys added after results were first written, with the value those results were made with.
+ADDED_KEYS: dict[str, Any] = {"draft": {"policy": "fixed"}}
+
+
 def comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+    return {k: v for k, v in {**ADDED_KEYS, **config}.items() if k not in RESUMABLE_CHANGES}
 
 
 def open_results(cfg: ExperimentConfig, out_dir: Path) -> ResultsStore:
@@ -107,6 +124,7 @@ def build_manifest(
         },
         "versions": versions(),
         "hardware": hardware(),
+        "node": node(),
         "git_revision": git_revision(),
         "models": [
             {
@@ -133,5 +151,5 @@ def with_history(out_dir: Path, current: dict) -> dict:
     if not (out_dir / "manifest.json").exists():
         return current
     previous = read_manifest(out_dir)
-    earlier = {key: previous.get(key) for key in ("created", "git_revision", "versions", "hardware", "engine", "calibration")}
+    earlier = {key: previous.get(key) for key in ("created", "git_revision", "versions", "hardware", "node", "engine", "calibration")}
     return {**current, "history": [*previous.get("history", []), earlier]}

@@ -19,14 +19,16 @@ import numpy as np
 import pandas as pd
 
 from cos_bench import theory
+from cos_bench.core import DRAFT_POLICY_METHODS
 from cos_bench.paper import paper_speedup
 from cos_bench.record import RunRecord
 from cos_bench.storage import read_runs
 
 METHOD_ORDER = theory.KNOWN_METHODS  # report order = registry order (cos_bench.methods.METHOD_NAMES)
-GROUP_KEYS = ("run", "task", "setting", "temperature", "method", "proposer", "gammas_label")
+GROUP_KEYS = ("run", "task", "setting", "temperature", "method", "proposer", "gammas_label", "draft")
 COMPARE_KEYS = ("run", "task", "setting", "temperature")  # where the vanilla reference is looked for
 FORWARD_CALLS_PREFIX = "forward_calls."  # per-model record columns written by flatten_record
+DRAFT_TOKENS_PREFIX, DRAFT_RUNS_PREFIX = "draft_tokens.", "draft_runs."  # per model too: drafts (bonus included), runs
 SWEEP_PREFIX = "sweep_"  # one column per swept parameter, written by flatten_record
 
 COLUMN_DOCS: dict[str, str] = {
@@ -61,8 +63,14 @@ COLUMN_DOCS: dict[str, str] = {
     ),
     "theoretical_speedup": (
         "computed from measured α (alpha_expected), c and γ: Thm 3.1 for sd, Thm 3.6 for 2-model cos, as the paper "
-        "states them (a (γq+1)-token verification pass costs one step); n/a where the paper has no formula"
+        "states them (a (γq+1)-token verification pass costs one step); n/a where the paper has no formula, "
+        "and under an adaptive draft policy (the theorems assume every run is γ long)"
     ),
+    "mean_draft_length": (
+        "measured, per model: tokens it drafted (bonus included) / proposal runs it opened, i.e. the mean length of "
+        "its drafting rounds; the configured γ under the fixed policy, except where the token budget cut a run"
+    ),
+    "draft": "the draft-length policy of sd and cos, with its parameters (fixed = γ every run; docs/design.md §9)",
     "theoretical_speedup_measured_pass": (
         "computed: the same expectation with the verification pass charged its measured cost ρ (pass_cost) instead of "
         "one step: E(1 + c)/(ρ + cγ) for sd, E(1 + c)/(ρ + cγq − α^γp·c) for 2-model cos, E = (1 − α^γq)/(1 − α); "
@@ -82,6 +90,13 @@ COLUMN_DOCS: dict[str, str] = {
         "included; what the decoding loop (combining, sampling, verifying, bookkeeping) adds, free of calibration noise"
     ),
     "quality": "measured: share of scored decodes judged correct (pass@1 for code)",
+    "quality_vs_vanilla": (
+        "measured: quality minus vanilla's on the same prompts and repeats (both scored), mean over prompts; "
+        "0 in expectation for sd and cos, whose output is distributed exactly as vanilla's"
+    ),
+    "quality_vs_vanilla_se": "measured: standard error over prompts of quality_vs_vanilla (each prompt's difference averaged over repeats)",
+    "max_new_tokens": "the token budget of these decodes (the config's max_new_tokens, else the task's own); n/a in records from before it was stored",
+    "stopped_on_own": "measured: share of decodes that ended by end-of-sequence or a stop string rather than at max_new_tokens",
     "identical_to_vanilla": "measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat",
     "paper_speedup": "from the paper (docs/design.md §5): CoS over vanilla, where the run names a paper setting",
 }
@@ -118,14 +133,17 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
         "temperature": float(record.temperature),
         "n_models": record.n_models,
         "proposer": record.proposer,
+        "draft": record.draft,
         "prompt_tokens": record.prompt_tokens,
         "new_tokens": record.new_tokens,
         "token_ids": list(record.token_ids),
         "text": record.text,
         "stop_reason": record.stop_reason,
+        "max_new_tokens": math.nan if record.max_new_tokens is None else record.max_new_tokens,
         "paper_setting": record.paper_setting,
         "gammas": dict(record.gammas),
-        "gammas_label": gammas_label(record.gammas, record.proposer),
+        # The peer's drafting is its γ: records that drafted differently (another transformers version's defaults) never pool.
+        "gammas_label": gammas_label(record.gammas, record.proposer) if record.hf_drafting is None else drafting_label(record.hf_drafting),
         "total_s": float(record.timing.total_s),
         "first_token_s": float(record.timing.first_token_s),
         "decode_s": float(record.timing.decode_s),
@@ -136,6 +154,7 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
         "c": math.nan if calibration.c is None else float(calibration.c),
         "step_seconds": dict(calibration.step_seconds),
         "pass_cost": dict(calibration.pass_cost or {}),  # per model; {} in records from before it was measured
+        "hf_drafting": None if record.hf_drafting is None else dict(record.hf_drafting),  # the hf-ensemble variants only
     }
     for field in ("drafted", "accepted", "bonus_drafted", "bonus_accepted", "verified", "alpha_sum"):
         row[field] = sum(getattr(model, field) for model in models)
@@ -149,6 +168,8 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
     row["direct_samples"] = record.accounting.direct_samples
     for model in models:
         row[FORWARD_CALLS_PREFIX + model.name] = model.forward_calls
+        row[DRAFT_TOKENS_PREFIX + model.name] = model.drafted + model.bonus_drafted
+        row[DRAFT_RUNS_PREFIX + model.name] = model.draft_runs
     for param, value in record.sweep.items():
         # Lists (e.g. a γ pair) become JSON text so they can be grouped on.
         row[SWEEP_PREFIX + param] = value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
@@ -158,6 +179,13 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
 def gammas_label(gammas: Mapping[str, int], proposer: str) -> str:
     """γ values as "5,1": the proposer's first, then the others in their stored order."""
     return ",".join(str(g) for g in ordered_gammas(gammas, proposer))
+
+
+def drafting_label(drafting: Mapping[str, Any]) -> str:
+    """An hf-ensemble variant's drafting as "20, cut 0.4": the first round's length, the schedule unless
+    constant, and the drafter confidence below which a round is cut short (none for 0)."""
+    schedule, cut = drafting["num_assistant_tokens_schedule"], drafting["assistant_confidence_threshold"]
+    return f"{drafting['num_assistant_tokens']}" + ("" if schedule == "constant" else f" {schedule}") + (f", cut {cut:g}" if cut else "")
 
 
 def ordered_gammas(gammas: Mapping[str, int], proposer: str) -> list[int]:
@@ -198,8 +226,12 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         row.update(_comparison_columns(group, reference))
         row.update(_acceptance_columns(group))
         row.update(_cost_columns(group, models))
+        row.update(_draft_length_columns(group, models))
         row.update(_theory_columns(row, group))
         row["quality"] = _quality(group["correct"]) if "correct" in group else math.nan
+        row.update(_quality_difference(group, reference))
+        row["max_new_tokens"] = group["max_new_tokens"].max() if group["max_new_tokens"].notna().any() else math.nan
+        row["stopped_on_own"] = float((group["stop_reason"] != "max_new_tokens").mean())
         row["identical_to_vanilla"] = _identical_share(group, reference)
         row["paper_speedup"] = _paper_column(row)
         rows.append(row)
@@ -215,7 +247,7 @@ def sort_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
     Runs keep the order they first appear in (the order the folders were given).
     """
-    order = ["task", "setting", "temperature", "method", "run", "proposer", "gammas_label"] + sweep_columns(summary)
+    order = ["task", "setting", "temperature", "method", "run", "proposer", "gammas_label", "draft"] + sweep_columns(summary)
     method_rank = {method: i for i, method in enumerate(METHOD_ORDER)}
     run_rank = {run: i for i, run in enumerate(pd.unique(summary["run"]))}
 
@@ -310,6 +342,19 @@ def _acceptance_columns(group: pd.DataFrame) -> dict:
     }
 
 
+def mean_draft_length_column(model: str) -> str:
+    """The summary column holding `model`'s mean drafted tokens per proposal run."""
+    return f"mean_draft_length_{model}"
+
+
+def _draft_length_columns(group: pd.DataFrame, models: Iterable[str]) -> dict:
+    # A model that opened no run (vanilla, a verifier under sd, absent from these decodes) has n/a, not 0.
+    return {
+        mean_draft_length_column(model): _ratio(group[DRAFT_TOKENS_PREFIX + model].sum(), group[DRAFT_RUNS_PREFIX + model].sum())
+        for model in models
+    }
+
+
 def _cost_columns(group: pd.DataFrame, models: Iterable[str]) -> dict:
     tokens = group["new_tokens"].sum()
     columns = {}
@@ -364,6 +409,8 @@ def _theoretical(row: dict, first: pd.Series, measured_pass: bool = False) -> fl
     """Thm 3.1/3.6 for the row, as the paper states them or (measured_pass) with the measured pass cost ρ."""
     if row["method"] not in theory.KNOWN_METHODS:
         return math.nan  # a method newer than the theory module: nothing to compare against
+    if row["draft"] != "fixed" and row["method"] in DRAFT_POLICY_METHODS:
+        return math.nan  # the theorems assume every run is γ long; an adaptive policy's runs are not
     pass_cost = _none_if_nan(row["pass_cost"]) if measured_pass else None
     if measured_pass and pass_cost is None:
         return math.nan  # ρ not measured (older records, n > 2 models): no number, not the paper's
@@ -427,8 +474,31 @@ def _rates(group: pd.DataFrame) -> pd.Series:
     return group["new_tokens"] / group["total_s"]
 
 
+def _quality_difference(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """Quality minus vanilla's, paired by prompt and repeat, ± its standard error over prompts; n/a for vanilla."""
+    missing = {"quality_vs_vanilla": math.nan, "quality_vs_vanilla_se": math.nan}
+    if group.iloc[0]["method"] == "vanilla" or reference.empty:
+        return missing
+    scored = reference[reference["correct"].map(_is_scored)]
+    vanilla = {(r.example_id, r.repeat): bool(r.correct) for r in scored.itertuples()}
+    pairs = [
+        (r.example_id, float(bool(r.correct)) - vanilla[(r.example_id, r.repeat)])
+        for r in group.itertuples()
+        if _is_scored(r.correct) and (r.example_id, r.repeat) in vanilla
+    ]
+    if not pairs:
+        return missing
+    # Repeats of one prompt are not independent: average them, then take the spread over prompts.
+    per_prompt = pd.DataFrame(pairs, columns=["example_id", "difference"]).groupby("example_id")["difference"].mean()
+    return {"quality_vs_vanilla": float(per_prompt.mean()), "quality_vs_vanilla_se": _standard_error(per_prompt)}
+
+
+def _is_scored(correct: Any) -> bool:
+    return correct is not None and not (isinstance(correct, float) and math.isnan(correct))
+
+
 def _quality(correct: pd.Series) -> float:
-    scored = [bool(v) for v in correct if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    scored = [bool(v) for v in correct if _is_scored(v)]
     return float(np.mean(scored)) if scored else math.nan
 
 

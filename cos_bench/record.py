@@ -75,6 +75,10 @@ class RunRecord:
     score: Score
     calibration: Calibration
     sweep: Mapping[str, Any] = field(default_factory=dict)  # swept parameter -> value, sweep cells only
+    # The hf-ensemble variants only: how transformers' assistant drafted (methods.hf_ensemble.Drafting's fields).
+    hf_drafting: Mapping[str, Any] | None = None
+    max_new_tokens: int | None = None  # the token budget it ran under; None in records from before it was stored
+    draft: str = "fixed"  # the draft-length policy's label (config.DraftSpec.label); records before policies: fixed
 
     @property
     def new_tokens(self) -> int:
@@ -117,6 +121,12 @@ class RunRecord:
         }
         if self.sweep:
             row["sweep"] = dict(self.sweep)
+        if self.hf_drafting is not None:
+            row["hf_drafting"] = dict(self.hf_drafting)
+        if self.max_new_tokens is not None:
+            row["max_new_tokens"] = self.max_new_tokens
+        if self.draft != "fixed":  # left out for fixed, as every line before draft policies was written
+            row["draft"] = self.draft
         return row
 
     @classmethod
@@ -145,6 +155,9 @@ class RunRecord:
             score=Score(**row["score"]),
             calibration=_calibration_from_json(row["calibration"]),
             sweep=_sweep_from_json(row),
+            hf_drafting=row.get("hf_drafting"),
+            max_new_tokens=row.get("max_new_tokens"),
+            draft=row.get("draft", "fixed"),
         )
 
 

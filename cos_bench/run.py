@@ -20,8 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cos_bench.config import Combination, ExperimentConfig, WeightedEnsembleSpec
+from cos_bench.core import DecodeSettings
 from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decode_one, load_engine, settings_for, stop_for, use_chat
 from cos_bench.manifest import build_manifest, open_results, with_history
+from cos_bench.methods import TWO_MODEL_WE_ONLY, hf_drafting
 from cos_bench.metrics import load_records, summarize
 from cos_bench.record import Calibration, RunRecord, Timing
 from cos_bench.report import render_headline, write_summary_report
@@ -88,7 +90,7 @@ def run_experiment(
         if skipped:
             console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")
         if jobs:
-            warm_up(cfg, engine, jobs, chat)
+            warm_up(cfg, engine, jobs, chat, calibration)
             execute(cfg, engine, jobs, chat, store, calibration, console, sweep_values or {})
         if show_summary:
             show(out_dir, console)
@@ -104,7 +106,7 @@ def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[P
         for repeat in range(cfg.repeats)
         for combination in cfg.combinations
         for method in cfg.methods
-        if method != "hf-ensemble" or isinstance(combination, WeightedEnsembleSpec)  # the peer baseline is WE-only
+        if method not in TWO_MODEL_WE_ONLY or isinstance(combination, WeightedEnsembleSpec)  # the peer baseline is WE-only
     ]
 
 
@@ -125,13 +127,19 @@ def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.
     }
 
 
-def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool) -> None:
+def job_settings(cfg: ExperimentConfig, combination: Combination, calibration: dict) -> DecodeSettings:
+    """A job's decode settings: the config's, its draft policy given the calibrated step times (`auto` uses them)."""
+    steps = calibration["step_seconds"]
+    return dataclasses.replace(settings_for(cfg, combination), draft=cfg.draft.build([steps[name] for name in cfg.model_names]))
+
+
+def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool, calibration: dict) -> None:
     """Untimed decodes of every (setting, method) before any clock is read."""
     first = jobs[0]
-    stop = stop_for(first.task, engine, chat, min(cfg.max_new_tokens, WARMUP_TOKENS))
+    stop = stop_for(first.task, engine, chat, min(cfg.budget(first.task.name), WARMUP_TOKENS))
     for job in {(j.combination, j.method): j for j in jobs}.values():
         for _ in range(cfg.warmup):
-            decode_one(engine, job.method, first.prompt.ids, settings_for(cfg, job.combination), stop, seed=0)
+            decode_one(engine, job.method, first.prompt.ids, job_settings(cfg, job.combination, calibration), stop, seed=0)
 
 
 def execute(
@@ -163,8 +171,8 @@ def execute(
 
 
 def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibration: dict, sweep_values: dict) -> RunRecord:
-    settings = settings_for(cfg, job.combination)
-    stop = stop_for(job.task, engine, chat, cfg.max_new_tokens)
+    settings = job_settings(cfg, job.combination, calibration)
+    stop = stop_for(job.task, engine, chat, cfg.budget(job.task.name))
     seed = example_seed(cfg, job.task.name, job.prompt.index, job.repeat)
     result, total_s = timed(lambda: decode_one(engine, job.method, job.prompt.ids, settings, stop, seed), engine.device)
     # One total per decode: `timed` synchronises the device before both clock reads, while the
@@ -188,6 +196,7 @@ def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibra
         n_models=len(cfg.models),
         gammas=dict(cfg.gamma),
         proposer=cfg.proposer,
+        draft=cfg.draft.label,
         paper_setting=cfg.paper_setting,
         prompt_tokens=int(job.prompt.ids.shape[0]),
         text=text,
@@ -201,6 +210,8 @@ def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibra
             pass_cost=calibration["pass_cost"],
         ),
         sweep=dict(sweep_values),
+        max_new_tokens=stop.max_new_tokens,
+        hf_drafting=hf_drafting(job.method, settings),
     )
 
 

@@ -35,11 +35,14 @@ def command_params(name: str) -> dict[str, tuple]:
 def test_run_and_sweep_declare_the_shared_options_identically():
     run, sweep = command_params("run"), command_params("sweep")
     shared = [f.name for f in fields(SharedOptions)]
-    assert len(shared) == 14
+    assert len(shared) == 16
     for name in shared:
         assert name in run and run[name] == sweep[name], name
-    assert set(run) - set(shared) == {"out", "temperature", "gamma", "proposer"}
-    assert set(sweep) - set(shared) == {"out", "lambdas", "mus", "gamma_grid", "temperatures", "proposers"}
+    assert set(run) - set(shared) == {"out", "temperature", "gamma", "proposer", "draft"}
+    assert set(sweep) - set(shared) == {
+        "out", "lambdas", "mus", "gamma_grid", "temperatures", "proposers", "drafts", "executor", "ray_address", "gpus_per_cell",
+        "cpus_per_cell",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["run", "sweep"])
@@ -55,9 +58,11 @@ def test_each_command_builds_its_config_once_from_the_shared_options(monkeypatch
     assert result.exit_code == 2 and "error: stop here" in result.output
     ((path, options, sets, grids),) = calls
     assert path == Path("exp.yaml") and sets == ["offset=1"]
-    own = {"run": {"temperature": None, "gamma": None, "proposer": None}, "sweep": {}}[command]
-    assert options == {**SHARED_VALUES, **own}
-    expected_grids = {"lambda": None, "mu": None, "gamma": None, "temperature": None, "proposer": None}
+    executor = {"executor": None, "ray_address": None, "gpus_per_cell": None, "cpus_per_cell": None}
+    no_draft = {"threshold": None, "gamma_max": None}
+    own = {"run": {"temperature": None, "gamma": None, "proposer": None, "draft": {"policy": None, **no_draft}}, "sweep": executor}[command]
+    assert options == {**SHARED_VALUES, **own, **({"draft": no_draft} if command == "sweep" else {})}
+    expected_grids = {"lambda": None, "mu": None, "gamma": None, "temperature": None, "proposer": None, "draft": (None, no_draft)}
     assert grids == (expected_grids if command == "sweep" else None)
 
 

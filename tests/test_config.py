@@ -157,7 +157,7 @@ REJECTIONS = {
     "gamma a float": (base(gamma={"small": 2.7}), "gamma.small"),
     "gamma a string": (base(gamma={"small": "3"}), "gamma.small"),
     "gamma a bool": (base(gamma={"small": True}), "gamma.small"),
-    "gamma past the token budget": (base(gamma={"small": 10**20}), "gamma.small: must be ≤ 128"),
+    "gamma past the token budget": (base(gamma={"small": 10**20}), "gamma.small: must be ≤ 384"),  # humaneval's own budget
     "sweep gamma past the token budget": (base(max_new_tokens=16, sweep={"gamma": {"small": [1, 17]}}), "sweep.gamma.small[1]"),
     "gamma unknown model": (base(gamma={"huge": 3}), "gamma.huge"),
     "proposer unknown model": (base(proposer="huge"), "proposer"),
@@ -167,6 +167,10 @@ REJECTIONS = {
     "unknown task": (base(tasks=["humaneval", "cnndm"]), "tasks[1]"),
     "hf-ensemble with cd only": (base(combinations=cd2(), methods=["vanilla", "hf-ensemble"]), "methods"),
     "hf-ensemble with 3 models": (base(models=THREE_MODELS, combinations=[{"rule": "we"}], methods=["hf-ensemble"]), "methods"),
+    "hf-ensemble-matched with cd only": (
+        base(combinations=cd2(), methods=["vanilla", "hf-ensemble-matched"]),
+        "hf-ensemble-matched runs on 2-model we combinations only (found no we combination)",
+    ),
     "bad paper setting": (base(paper_setting="gpt4-we"), "paper_setting"),
     "bad dtype": (base(dtype="int8"), "dtype"),
     "bad device": (base(device="tpu"), "device"),
