@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import yaml
 
 from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE, CombinationRule, Contrastive, WeightedEnsemble
-from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES, DraftPolicy
+from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES, DraftPolicy, PassCost
 from cos_bench.errors import CosBenchError
 from cos_bench.methods import TWO_MODEL_WE_ONLY, method_names
 from cos_bench.paper import PAPER_SETTINGS
@@ -253,11 +253,11 @@ class DraftSpec:
             return f"{self.policy}-{_fmt(self.threshold)}"
         return self.policy + ("" if self.gamma_max is None else f"-max{self.gamma_max}")
 
-    def build(self, step_costs: Sequence[float] | None = None) -> DraftPolicy:
-        """The core policy; `step_costs` (seconds per single-token step, in model order) where measured."""
+    def build(self, step_costs: Sequence[float] | None = None, pass_costs: Sequence[PassCost] | None = None) -> DraftPolicy:
+        """The core policy; `step_costs` (seconds per single-token step) and `pass_costs`, in model order, where measured."""
         cls = DRAFT_POLICIES[self.policy]
         policy = cls(**{key: getattr(self, key) for key in cls.parameters if getattr(self, key) is not None})
-        return policy if step_costs is None else policy.calibrated(step_costs)
+        return policy if step_costs is None else policy.calibrated(step_costs, pass_costs)
 
     def to_dict(self) -> dict:
         return {"policy": self.policy, **{key: getattr(self, key) for key in DRAFT_POLICIES[self.policy].parameters}}

@@ -99,6 +99,13 @@ def open_results(cfg: ExperimentConfig, out_dir: Path) -> ResultsStore:
                 f"{out_dir} holds results of the {earlier_engine} engine and this run would use the {engine} engine; "
                 f"pass --engine {earlier_engine} to resume it, or --out with a new folder"
             )
+        earlier_prompts = written.get("prompt_format_version")
+        if earlier_prompts is not None and earlier_prompts != PROMPT_FORMAT_VERSION:
+            # Same config, different prompts (e.g. MMLU's reply now opens with the letter): records would not compare.
+            raise CosBenchError(
+                f"{out_dir} holds results made with prompt format {earlier_prompts} and this version writes {PROMPT_FORMAT_VERSION}; "
+                "pass --out with a new folder (or run the cos-bench version that wrote it to resume)"
+            )
         if comparable(previous) != comparable(config):
             changed = sorted(k for k in set(previous) | set(config) if k not in RESUMABLE_CHANGES and previous.get(k) != config.get(k))
             raise CosBenchError(

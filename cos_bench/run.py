@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cos_bench.config import Combination, ExperimentConfig, WeightedEnsembleSpec
-from cos_bench.core import DecodeSettings
+from cos_bench.core import DecodeSettings, PassCost
 from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decode_one, load_engine, settings_for, stop_for, use_chat
 from cos_bench.manifest import build_manifest, open_results, with_history
 from cos_bench.methods import TWO_MODEL_WE_ONLY, hf_drafting
@@ -128,9 +128,13 @@ def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.
 
 
 def job_settings(cfg: ExperimentConfig, combination: Combination, calibration: dict) -> DecodeSettings:
-    """A job's decode settings: the config's, its draft policy given the calibrated step times (`auto` uses them)."""
+    """A job's decode settings: the config's, its draft policy given the calibrated step times and
+    verification-pass costs (`auto` uses them)."""
     steps = calibration["step_seconds"]
-    return dataclasses.replace(settings_for(cfg, combination), draft=cfg.draft.build([steps[name] for name in cfg.model_names]))
+    passes = None  # a calibration from before pass costs were measured: auto charges the paper's one step
+    if "pass_cost" in calibration:
+        passes = [PassCost(calibration["pass_tokens"][name], calibration["pass_cost"][name]) for name in cfg.model_names]
+    return dataclasses.replace(settings_for(cfg, combination), draft=cfg.draft.build([steps[name] for name in cfg.model_names], passes))
 
 
 def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool, calibration: dict) -> None:

@@ -258,6 +258,19 @@ def test_resuming_with_another_engine_is_refused_in_one_line(tmp_path, pair):
     assert "must be one of auto, eager, compiled" in one_line_error(invoke("run", "--config", config, "--engine", "turbo"))
 
 
+def test_resuming_results_of_another_prompt_format_is_refused_in_one_line(tmp_path, pair):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla"])
+    assert invoke("run", "--config", config, "--out", out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["prompt_format_version"] = "2026.11-2"  # written before MMLU's prompt changed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = (out / "records.jsonl").read_text()
+    error = one_line_error(invoke("run", "--config", config, "--out", out, "--limit", "2"))
+    assert "prompt format 2026.11-2" in error and "--out with a new folder" in error
+    assert (out / "records.jsonl").read_text() == before
+
+
 @pytest.mark.slow
 def test_compiled_engine_end_to_end_on_cpu(tmp_path, pair):
     # torch.compile (inductor, no CUDA graphs on a CPU): the static-cache runners compile every

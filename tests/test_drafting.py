@@ -22,6 +22,7 @@ from cos_bench.core import (
     DecodeSettings,
     FixedDraft,
     HeuristicDraft,
+    PassCost,
     StopRule,
     WeightedEnsemble,
 )
@@ -180,6 +181,25 @@ def test_auto_drafts_longer_for_higher_alpha_and_shorter_for_larger_c():
     assert auto_choice(0.9, (0.02, 1.0)) > auto_choice(0.9, (0.3, 1.0)) > auto_choice(0.9, (2.0, 1.0)) == 1
     assert auto_choice(1.0, (0.1, 1.0)) == 10  # every draft accepted: its cap, 2 × γ
     assert auto_choice(1.0, (0.1, 1.0), gamma_max=7) == 7
+
+
+def test_auto_charges_the_measured_pass_cost_and_drafts_shorter_when_passes_are_dear():
+    flat = (PassCost(6, 1.0), PassCost(6, 1.0))  # a GPU-like pass: 6 tokens cost one step
+    assert auto_choice(0.8, (0.1, 1.0)) == auto_choice(0.8, (0.1, 1.0), pass_costs=flat)
+    # CPU-like passes, in model order: the small model verifies 2 tokens (1.3 steps), the large one 6 (3.5 steps).
+    dear = (PassCost(2, 1.3), PassCost(6, 3.5))
+    for alpha in (0.5, 0.8, 0.95):
+        charged = [apf_speedup(alpha, 0.1, gamma, 1, pass_cost=dear[1].at(gamma + 1)) for gamma in range(1, 11)]
+        assert auto_choice(alpha, (0.1, 1.0), pass_costs=dear) == 1 + charged.index(max(charged))
+    assert auto_choice(0.8, (0.1, 1.0), pass_costs=dear) < auto_choice(0.8, (0.1, 1.0))
+
+
+def test_pass_cost_interpolates_through_one_step_and_the_measured_pass():
+    cost = PassCost(tokens=6, ratio=3.5)
+    assert cost.at(1) == 1.0 and cost.at(6) == 3.5 and cost.at(11) == 6.0
+    assert cost.at(3) == pytest.approx(2.0)
+    assert PassCost(tokens=1, ratio=1.0).at(9) == 1.0  # nothing measured past one token: the paper's one step
+    assert PassCost(tokens=6, ratio=0.8).at(6) == 1.0  # a pass never costs less than a step
 
 
 def test_auto_keeps_the_configured_gamma_until_it_has_verdicts_or_costs():

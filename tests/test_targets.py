@@ -91,7 +91,7 @@ def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
     targets = _module()
     table = targets.markdown_table(targets.load(_summary(tmp_path))).splitlines()
     assert len(table) == 4
-    assert table[2] == "| γ=1, T=1 | gsm8k | we-0.5 | 4 | 1.10 | 1.30 | 1.40 | 1.10 | 1.50 | 0.70 | 0.80 | 0.40 | 1.20 | 1.01 | n/a |"
+    assert table[2] == "| γ=1, T=1 | gsm8k | we-0.5 | 4 | 1.10 | 1.30 | 1.40 | n/a | 1.10 | 1.50 | 0.70 | 0.80 | 0.40 | 1.20 | 1.01 | n/a |"
 
 
 def test_missing_summary_is_a_one_line_error(tmp_path, capsys):

@@ -39,6 +39,24 @@ DEFAULT_CAP_SCALE = 2
 AUTO_MIN_VERDICTS = 4
 
 
+@dataclass(frozen=True)
+class PassCost:
+    """A verifier's measured pass cost: feeding `tokens` tokens costs `ratio` single steps.
+
+    Longer or shorter passes are charged by linear interpolation through (1, 1) and
+    (tokens, ratio): on a GPU a pass costs about one step whatever its length (ratio ≈ 1),
+    on a CPU it grows with the tokens fed, which makes long runs dearer than Thm 3.6 says.
+    """
+
+    tokens: int
+    ratio: float
+
+    def at(self, tokens: int) -> float:
+        if self.tokens <= 1:
+            return 1.0
+        return max(1.0, 1 + (self.ratio - 1) * (tokens - 1) / (self.tokens - 1))
+
+
 class DraftPlan:
     """One decode's drafting decisions under `fixed`: every run is the model's configured γ."""
 
@@ -70,8 +88,8 @@ class DraftPolicy:
     def check(self, gammas: Sequence[int]) -> None:
         """Refuse settings this policy cannot work with (called by DecodeSettings)."""
 
-    def calibrated(self, step_costs: Sequence[float]) -> DraftPolicy:
-        """This policy given each model's measured single-step time (only `auto` uses them)."""
+    def calibrated(self, step_costs: Sequence[float], pass_costs: Sequence[PassCost] | None = None) -> DraftPolicy:
+        """This policy given each model's measured single-step time and verification-pass cost (only `auto` uses them)."""
         return self
 
     def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
@@ -163,12 +181,15 @@ class AutoDraft(_CappedPolicy):
     α is the proposer's own so far (Σ overlaps / verified drafts, from earlier rounds), c its step
     time over the other models' (`step_costs`, calibrated). `cos` with two models maximises Thm 3.6
     (the other model's current γ as γp), `sd` and n > 2 models the Thm 3.1 form with c over every
-    other model. Without `step_costs`, or before `min_verdicts` verdicts, the configured γ.
+    other model. Where calibration measured the verifiers' pass costs (`pass_costs`), the
+    (γ+1)-token pass is charged what it costs (the dearest verifier's, `PassCost.at`) instead of
+    the paper's one step. Without `step_costs`, or before `min_verdicts` verdicts, the configured γ.
     """
 
     name: ClassVar[str] = "auto"
 
     step_costs: tuple[float, ...] | None = None  # seconds of one single-token step per model, in role order
+    pass_costs: tuple[PassCost, ...] | None = None  # per model, its measured verification-pass cost
     min_verdicts: int = AUTO_MIN_VERDICTS  # verified drafts of a proposer before its α is trusted
 
     def check(self, gammas: Sequence[int]) -> None:
@@ -178,18 +199,29 @@ class AutoDraft(_CappedPolicy):
         if self.step_costs is not None and (len(self.step_costs) != len(gammas) or not all(0 < c < math.inf for c in self.step_costs)):
             raise CosBenchError(f"auto: need one positive step cost per model ({len(gammas)}), got {list(self.step_costs)}")
 
-    def calibrated(self, step_costs: Sequence[float]) -> DraftPolicy:
-        return dataclasses.replace(self, step_costs=tuple(float(c) for c in step_costs))
+    def calibrated(self, step_costs: Sequence[float], pass_costs: Sequence[PassCost] | None = None) -> DraftPolicy:
+        return dataclasses.replace(
+            self, step_costs=tuple(float(c) for c in step_costs), pass_costs=None if pass_costs is None else tuple(pass_costs)
+        )
 
     def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
-        return _AutoPlan(gammas, self.caps(gammas), self.step_costs, self.min_verdicts, alternate)
+        return _AutoPlan(gammas, self.caps(gammas), self.step_costs, self.pass_costs, self.min_verdicts, alternate)
 
 
 class _AutoPlan(DraftPlan):
-    def __init__(self, gammas: Sequence[int], caps: Sequence[int], step_costs: Sequence[float] | None, min_verdicts: int, alternate: bool):
+    def __init__(
+        self,
+        gammas: Sequence[int],
+        caps: Sequence[int],
+        step_costs: Sequence[float] | None,
+        pass_costs: Sequence[PassCost] | None,
+        min_verdicts: int,
+        alternate: bool,
+    ):
         super().__init__(gammas)
         self.caps = caps
         self.step_costs = step_costs
+        self.pass_costs = pass_costs
         self.min_verdicts = min_verdicts
         self.alternate = alternate
 
@@ -203,9 +235,16 @@ class _AutoPlan(DraftPlan):
         return self.current[index]
 
     def speedup(self, index: int, alpha: float, c: float, gamma: int) -> float:
+        rho = self.pass_cost(index, gamma + 1)
         if self.alternate and len(self.current) == 2:
-            return apf_speedup(alpha, c, gamma, self.current[1 - index])
-        return naive_cos_speedup(alpha, c, gamma)
+            return apf_speedup(alpha, c, gamma, self.current[1 - index], pass_cost=rho)
+        return naive_cos_speedup(alpha, c, gamma, pass_cost=rho)
+
+    def pass_cost(self, index: int, tokens: int) -> float:
+        """What verifying a run from model `index` costs, in single steps: the dearest other model's pass."""
+        if self.pass_costs is None:
+            return 1.0
+        return max(cost.at(tokens) for other, cost in enumerate(self.pass_costs) if other != index)
 
 
 # Policy name (a config's `draft:`) -> class: the registry cos_bench.config takes its choices from.
