@@ -143,8 +143,11 @@ def compare(folder: Path, num_cpus: int) -> None:
     print(f"machine: {os.cpu_count()} CPUs; load average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     for label, seconds in rows:
         print(f"{label:<68} {seconds:6.1f} s  (measured wall time)")
+    # Issue 17's target, as written: Ray start-up + Ray sweep within 1.5 × the local wall time + Ray's start-up,
+    # i.e. the Ray sweep itself within 1.5 × local. New workers import torch and transformers on their
+    # first cell, which the local executor did before its clock; warm workers show the per-cell cost alone.
     allowed = TARGET_RATIO * local_s
-    print(f"target: the Ray sweep within {TARGET_RATIO} × local = {allowed:.1f} s, Ray's start-up counted apart")
+    print(f"target: Ray start-up + Ray sweep within {TARGET_RATIO} × local + Ray start-up, i.e. the Ray sweep within {allowed:.1f} s")
     for label, seconds in (("new workers", ray_s), ("warm workers", warm_s)):
         print(f"  ray ({label}) / local = {seconds / local_s:.2f}: {'met' if seconds <= allowed else 'MISSED'}")
     count = sum(map(len, local.values()))
