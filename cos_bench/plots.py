@@ -44,6 +44,14 @@ PARAM_LABELS = {
 }
 
 
+# A panel is 3.6 inches wide: longer titles (a sweep cell's label before the setting) would run into the next panel's.
+PANEL_TITLE_WIDTH = 42
+
+
+def _panel_title(text: str) -> str:
+    return "\n".join(textwrap.wrap(text, width=PANEL_TITLE_WIDTH)) or text
+
+
 # --- speedup per task, one facet per setting --------------------------------------------------
 
 
@@ -56,7 +64,7 @@ def plot_speedups(summary: pd.DataFrame, out_path: Path) -> Figure:
     figure, axes_list = _grid(len(facets), min(MAX_COLUMNS, max(1, len(facets))), panel=(3.6, 3.0))
     for axes, (title, facet) in zip(axes_list, facets):
         _speedup_panel(axes, facet, tasks, methods)
-        axes.set_title(title, fontsize="medium")
+        axes.set_title(_panel_title(title), fontsize="medium")
     if not facets:
         _nothing_to_draw(axes_list[0], "no method besides vanilla in these results")
     for axes in axes_list[:: min(MAX_COLUMNS, max(1, len(facets)))]:
@@ -111,7 +119,7 @@ def plot_acceptance(summary: pd.DataFrame, out_path: Path) -> Figure | None:
             for _, line in facet[facet["task"] == task].iterrows():
                 rates = _finite(pd.Series(line["acceptance_by_position"], dtype=float))
                 axes.plot(range(1, len(rates) + 1), rates, marker="o", markersize=4, color=_color(line["method"]), label=line["method"])
-            axes.set_title(f"{task} · {title}", fontsize="small")
+            axes.set_title(_panel_title(f"{task} · {title}"), fontsize="small")
             axes.set_xticks(range(1, max(2, int(facet["acceptance_by_position"].map(_positions).max())) + 1))
             axes.set_ylim(0, 1.02)
             if row == len(tasks) - 1:
@@ -154,7 +162,7 @@ def plot_sweep(summary: pd.DataFrame, param: str, out_path: Path) -> Figure:
         for index, (title, part) in enumerate(columns):
             axes = axes_list[row * len(columns) + index]
             _sweep_panel(axes, part[part["task"] == task], column, positions, methods)
-            axes.set_title(f"{task} · {title}" if title else task, fontsize="small")
+            axes.set_title(_panel_title(f"{task} · {title}" if title else task), fontsize="small")
             axes.set_xticks(list(positions.values()), [_tick(k) for k in positions])
             if row == len(tasks) - 1:
                 axes.set_xlabel(_param_label(name))
