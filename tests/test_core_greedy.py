@@ -15,17 +15,13 @@ import itertools
 
 import pytest
 import torch
-from tiny import ENGINES, make_runner, tiny_llama
+from tiny import ENGINES, draft_policy, make_runner, tiny_llama
 
 from cos_bench.core import (
     CORE_METHODS,
-    AutoDraft,
-    ConfidenceDraft,
     Contrastive,
     DecodeSettings,
     DraftPolicy,
-    FixedDraft,
-    HeuristicDraft,
     StopRule,
     WeightedEnsemble,
 )
@@ -109,13 +105,7 @@ def test_vanilla_is_the_same_on_both_runners(rule, engine):
 
 
 def policy(name: str, n: int) -> DraftPolicy:
-    # auto: model 0 is cheap (c = 0.2 against the others), and it trusts α from the first verdict on.
-    return {
-        "fixed": FixedDraft(),
-        "confidence": ConfidenceDraft(0.4),
-        "heuristic": HeuristicDraft(),
-        "auto": AutoDraft(step_costs=(0.2,) + (1.0,) * (n - 1), min_verdicts=1),
-    }[name]
+    return draft_policy(name, n, cheap=0.2)
 
 
 POLICY_GAMMAS = (3, 2)  # small, every other model: both may move under an adaptive policy

@@ -22,18 +22,14 @@ import itertools
 import pytest
 import torch
 from scipy.stats import chisquare
-from tiny import ENGINES, TableRunner, make_runner, tiny_llama
+from tiny import ENGINES, TableRunner, draft_policy, make_runner, tiny_llama
 
 from cos_bench.core import (
     CORE_METHODS,
-    AutoDraft,
     CombinationRule,
-    ConfidenceDraft,
     Contrastive,
     DecodeSettings,
     DraftPolicy,
-    FixedDraft,
-    HeuristicDraft,
     StopRule,
     WeightedEnsemble,
 )
@@ -191,13 +187,7 @@ def test_real_model_wrong_verifier_fails(engine):
 
 
 def policy(name: str, n: int) -> DraftPolicy:
-    # auto: model 0 is cheap (c = 0.1), and α is trusted from the first verdict on, so short decodes adapt.
-    return {
-        "fixed": FixedDraft(),
-        "confidence": ConfidenceDraft(0.4),
-        "heuristic": HeuristicDraft(),
-        "auto": AutoDraft(step_costs=(0.1,) + (1.0,) * (n - 1), min_verdicts=1),
-    }[name]
+    return draft_policy(name, n, cheap=0.1)
 
 
 def policy_draw(method: str, setting: str, name: str, rule: CombinationRule | None = None) -> collections.Counter:

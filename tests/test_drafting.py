@@ -12,7 +12,7 @@ import hashlib
 import pytest
 import torch
 from test_core_units import DeviceOnlyRunner, HostReads
-from tiny import TableRunner
+from tiny import TableRunner, draft_policy
 
 from cos_bench.core import (
     CORE_METHODS,
@@ -221,11 +221,7 @@ def test_auto_in_the_engine_follows_the_measured_costs(method):
 
 # --- bookkeeping under variable γ ---------------------------------------------------------------
 
-POLICIES = {
-    "confidence": ConfidenceDraft(0.4),
-    "heuristic": HeuristicDraft(),
-    "auto": AutoDraft(step_costs=(0.2, 1.0), min_verdicts=1),
-}
+POLICIES = {name: draft_policy(name, 2, cheap=0.2) for name in ("confidence", "heuristic", "auto")}
 
 
 @pytest.mark.parametrize("policy", list(POLICIES))

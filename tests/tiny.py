@@ -13,6 +13,7 @@ import hashlib
 
 import torch
 
+from cos_bench.core import AutoDraft, ConfidenceDraft, DraftPolicy, FixedDraft, HeuristicDraft
 from cos_bench.core.runner import ForwardStats, HFRunner, StaticRunner
 
 # The runners a real model can sit behind: eager + DynamicCache, and the compiled engine's
@@ -126,3 +127,14 @@ def save_tiny_pair(folder) -> tuple:
         tokenizer.save_pretrained(path)
         paths.append(path)
     return tuple(paths)
+
+
+def draft_policy(name: str, n: int, cheap: float) -> DraftPolicy:
+    """Each draft policy as the exactness tests run it: under `auto`, model 0 costs `cheap` of every
+    other model's step and α is trusted from the first verdict on, so short decodes adapt."""
+    return {
+        "fixed": FixedDraft(),
+        "confidence": ConfidenceDraft(0.4),
+        "heuristic": HeuristicDraft(),
+        "auto": AutoDraft(step_costs=(cheap,) + (1.0,) * (n - 1), min_verdicts=1),
+    }[name]
