@@ -32,7 +32,7 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
     cells = sweep_cells(cfg)
     # Ray is imported and its cluster joined before the sweep folder is touched: a missing Ray or a
     # wrong address leaves nothing behind.
-    with open_executor(cfg.executor, cfg.device) as executor:
+    with open_executor(cfg.executor, cfg.device, len(cells), console) as executor:
         # The sweep folder has one writer too: a second sweep would rewrite sweep.json and the report.
         with exclusive_writer(out_dir):
             (out_dir / "sweep.json").write_text(

@@ -4,13 +4,15 @@ cluster, and check that both store the same records (issue 17's target: the Ray 
 
 Usage: .venv/bin/python scripts/ray_vs_local.py [--num-cpus 2] [--keep DIR]
 
-Prints, all measured here: the local sweep's wall time, Ray's start-up (`ray.init` of a fresh
-local cluster), the Ray sweep's wall time (from the sweep's start to its report written, so it
-includes each new worker process importing torch and transformers and loading its first model,
-which the local executor does once, in-process), the same sweep again into a new folder on the
-same cluster (workers already warm: what every sweep after the first costs), the ratios,
-whether the records are identical (every field but the timings and calibration, which are
-measurements), and the load average before and after (other processes slow either run).
+Prints, all measured here: the local sweep's wall time (in a process that has imported torch,
+transformers and cos_bench before the clock starts), Ray's start-up (`ray.init` of a fresh local
+cluster, then the executor's own worker warm-up: one worker per concurrent cell, each importing
+what the local process had imported, which `cos-bench sweep --executor ray` does and prints as
+start-up before any cell), the Ray sweep's wall time (from the sweep's start to its report
+written), the same sweep again into a new folder on the same cluster (what every later sweep
+costs), the ratios, whether the records are identical (every field but the timings and
+calibration, which are measurements), and the load average before and after (other processes
+slow either run).
 
 Both executors run torch on one thread per cell (a Ray cell asks for one CPU, and Ray sets its
 threads to that): the same arithmetic, so the records must match bit for bit. With more threads
@@ -118,6 +120,8 @@ def compare(folder: Path, num_cpus: int) -> None:
     import torch
     from tiny import save_tiny_pair
 
+    from cos_bench.executors import CellResources, concurrent_cells, warm_workers
+
     config = write_sweep_config(folder, *save_tiny_pair(folder / "models"))
     load_before = os.getloadavg()
     torch.set_num_threads(1)  # what each Ray cell gets (cpus_per_cell 1)
@@ -125,8 +129,11 @@ def compare(folder: Path, num_cpus: int) -> None:
     local_s = timed_sweep(config, folder / "local", "local")
     start = time.perf_counter()
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    startup_s = time.perf_counter() - start
+    init_s = time.perf_counter() - start
     try:
+        need = CellResources(num_cpus=1, num_gpus=0)  # the sweep's cells: cpus_per_cell 1, device cpu
+        workers = warm_workers(ray, need, min(4, concurrent_cells(ray, need)))
+        startup_s = time.perf_counter() - start
         ray_s = timed_sweep(config, folder / "ray", "ray")
         warm_s = timed_sweep(config, folder / "ray-warm", "ray")
     finally:
@@ -136,20 +143,25 @@ def compare(folder: Path, num_cpus: int) -> None:
 
     rows = [
         ("local executor: 4 cells one after another, torch on 1 thread", local_s),
-        (f"Ray start-up: ray.init(num_cpus={num_cpus}) of a new local cluster", startup_s),
-        ("ray executor: 4 cells as Ray tasks of 1 CPU, new worker processes", ray_s),
-        ("ray executor again on the same cluster, warm worker processes", warm_s),
+        ("Ray start-up in all", startup_s),
+        (f"  of which ray.init(num_cpus={num_cpus}) of a new local cluster", init_s),
+        (f"  of which {len(workers)} workers warmed (the executor's start-up step)", startup_s - init_s),
+        ("ray executor: 4 cells as Ray tasks of 1 CPU, after start-up", ray_s),
+        ("ray executor again on the same cluster (a later sweep)", warm_s),
+        ("Ray start-up + first Ray sweep", startup_s + ray_s),
     ]
     print(f"machine: {os.cpu_count()} CPUs; load average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     for label, seconds in rows:
         print(f"{label:<68} {seconds:6.1f} s  (measured wall time)")
     # Issue 17's target, as written: Ray start-up + Ray sweep within 1.5 × the local wall time + Ray's start-up,
-    # i.e. the Ray sweep itself within 1.5 × local. New workers import torch and transformers on their
-    # first cell, which the local executor did before its clock; warm workers show the per-cell cost alone.
+    # i.e. the Ray sweep itself within 1.5 × local. The local process imported torch, transformers and
+    # cos_bench before its clock; Ray's workers do the same in the start-up's warm-up step.
     allowed = TARGET_RATIO * local_s
-    print(f"target: Ray start-up + Ray sweep within {TARGET_RATIO} × local + Ray start-up, i.e. the Ray sweep within {allowed:.1f} s")
-    for label, seconds in (("new workers", ray_s), ("warm workers", warm_s)):
-        print(f"  ray ({label}) / local = {seconds / local_s:.2f}: {'met' if seconds <= allowed else 'MISSED'}")
+    print(f"target: Ray start-up + Ray sweep within {TARGET_RATIO} × local + Ray start-up = {allowed + startup_s:.1f} s")
+    for label, seconds in (("first sweep", ray_s), ("later sweep", warm_s)):
+        print(
+            f"  Ray start-up + ray ({label}) = {startup_s + seconds:.1f} s; ray / local = {seconds / local_s:.2f}: {'met' if seconds <= allowed else 'MISSED'}"
+        )
     count = sum(map(len, local.values()))
     print(f"records identical in all three sweeps (every field but timings; {count} records in {len(local)} cells): {identical}")
     if not identical:

@@ -28,7 +28,8 @@ from tiny import save_tiny_pair
 from typer.testing import CliRunner
 
 from cos_bench.cli import app
-from cos_bench.executors import RAY_MISSING, WORKER_LOG
+from cos_bench.errors import CosBenchError
+from cos_bench.executors import RAY_MISSING, WARM_IMPORTS, WORKER_LOG, CellResources, concurrent_cells, warm_workers
 from cos_bench.storage import LOCK_NAME, RECORDS_NAME, exclusive_writer
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -95,6 +96,52 @@ def test_a_ray_sweep_stores_the_local_executors_records_and_names_each_node(clus
         assert "cell lambda=" in (out / cell / WORKER_LOG).read_text()
     assert (out / "report" / "sweep_lambda.png").stat().st_size > 0
     assert "each of 4 cells asks for 1 CPU(s) and 0 GPU(s)" in result.output and "done 4" in result.output
+    assert "Ray start-up: 2 worker process(es) ready" in result.output  # 2 CPUs: two cells at a time
+
+
+def test_warm_workers_start_one_process_per_concurrent_cell_and_the_cells_reuse_them(cluster):
+    need = CellResources(num_cpus=1, num_gpus=0)
+    workers = warm_workers(cluster, need, concurrent_cells(cluster, need))
+    assert len(workers) == 2 and "transformers.modeling_utils" in WARM_IMPORTS
+
+    @cluster.remote(num_cpus=1)
+    def pid_after_a_while() -> int:
+        time.sleep(0.2)  # both run at once, so each holds a worker
+        return os.getpid()
+
+    assert set(cluster.get([pid_after_a_while.remote() for _ in range(4)])) <= workers
+
+
+def test_a_worker_that_cannot_import_what_a_cell_needs_is_one_line(cluster):
+    with pytest.raises(CosBenchError) as err:
+        warm_workers(cluster, CellResources(num_cpus=1, num_gpus=0), 1, modules=("cos_bench_no_such_module",))
+    message = str(err.value)
+    assert "\n" not in message and "ModuleNotFoundError: No module named 'cos_bench_no_such_module'" in message
+    assert "install cos-bench with the same version on every node" in message
+
+
+class FakeNodes:
+    """ray.nodes() of a cluster that is not started: what concurrent_cells reads."""
+
+    def __init__(self, *nodes: tuple[bool, dict]) -> None:
+        self._nodes = [{"Alive": alive, "Resources": resources} for alive, resources in nodes]
+
+    def nodes(self) -> list[dict]:
+        return self._nodes
+
+
+@pytest.mark.parametrize(
+    ("need", "nodes", "cells"),
+    [
+        ((1, 0), [(True, {"CPU": 2.0})], 2),
+        ((2, 0), [(True, {"CPU": 16.0, "GPU": 2.0}), (True, {"CPU": 5.0})], 8 + 2),
+        ((1, 1), [(True, {"CPU": 16.0, "GPU": 2.0}), (True, {"CPU": 8.0})], 2),  # GPUs bound; a CPU-only node holds none
+        ((4, 2), [(True, {"CPU": 16.0, "GPU": 8.0}), (False, {"CPU": 64.0, "GPU": 8.0})], 4),  # a dead node counts for nothing
+        ((8, 0), [(True, {"CPU": 2.0})], 1),  # never fewer than one: cell_resources refuses a cell no node can hold
+    ],
+)
+def test_concurrent_cells_counts_what_the_live_nodes_hold_at_once(need, nodes, cells):
+    assert concurrent_cells(FakeNodes(*nodes), CellResources(*need)) == cells
 
 
 def kill_a_cell_writer(out: Path, killed: list[str], deadline: float) -> None:
