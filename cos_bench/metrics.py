@@ -97,6 +97,11 @@ COLUMN_DOCS: dict[str, str] = {
     "quality_vs_vanilla_se": "measured: standard error over prompts of quality_vs_vanilla (each prompt's difference averaged over repeats)",
     "max_new_tokens": "the token budget of these decodes (the config's max_new_tokens, else the task's own); n/a in records from before it was stored",
     "stopped_on_own": "measured: share of decodes that ended by end-of-sequence or a stop string rather than at max_new_tokens",
+    "reached_answer": (
+        "measured: share of decodes the token budget did not cut short of an answer: stopped on their own, or stated "
+        "the task's answer before the budget (GSM8K an explicit final answer such as 'The answer is N', MMLU a letter); "
+        "for HumanEval, and records from before answers were marked, the stopped share"
+    ),
     "identical_to_vanilla": "measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat",
     "paper_speedup": "from the paper (docs/design.md §5): CoS over vanilla, where the run names a paper setting",
 }
@@ -151,6 +156,7 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
         "extracted": record.score.extracted,
         "verdict": record.score.verdict,
         "score_detail": record.score.detail,
+        "answered": record.score.answered,
         "c": math.nan if calibration.c is None else float(calibration.c),
         "step_seconds": dict(calibration.step_seconds),
         "pass_cost": dict(calibration.pass_cost or {}),  # per model; {} in records from before it was measured
@@ -232,10 +238,17 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         row.update(_quality_difference(group, reference))
         row["max_new_tokens"] = group["max_new_tokens"].max() if group["max_new_tokens"].notna().any() else math.nan
         row["stopped_on_own"] = float((group["stop_reason"] != "max_new_tokens").mean())
+        row["reached_answer"] = _reached_answer_share(group)
         row["identical_to_vanilla"] = _identical_share(group, reference)
         row["paper_speedup"] = _paper_column(row)
         rows.append(row)
     return sort_summary(pd.DataFrame(rows))
+
+
+def _reached_answer_share(group: pd.DataFrame) -> float:
+    """Share of decodes that stopped on their own or stated their answer (Score.answered)."""
+    answered = group["answered"].map(lambda value: value is True) if "answered" in group else False
+    return float(((group["stop_reason"] != "max_new_tokens") | answered).mean())
 
 
 def sweep_columns(frame: pd.DataFrame) -> list[str]:

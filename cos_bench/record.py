@@ -116,7 +116,8 @@ class RunRecord:
             "stop_reason": self.stop_reason,
             "timing": {"total_s": self.timing.total_s, "first_token_s": self.timing.first_token_s, "decode_s": self.timing.decode_s},
             "accounting": _accounting_json(self.accounting),
-            "score": asdict(self.score),
+            # `answered` is left out where unknown, so records from before it existed write back unchanged.
+            "score": {k: v for k, v in asdict(self.score).items() if not (k == "answered" and v is None)},
             "calibration": _calibration_json(self.calibration),
         }
         if self.sweep:

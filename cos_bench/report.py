@@ -170,6 +170,7 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("quality − vanilla", _quality_difference, COLUMN_DOCS["quality_vs_vanilla"] + "; ± its standard error over prompts"),
         DisplayColumn("budget", _number("max_new_tokens", 0), COLUMN_DOCS["max_new_tokens"]),
         DisplayColumn("stopped", _number("stopped_on_own", 2), COLUMN_DOCS["stopped_on_own"]),
+        DisplayColumn("reached answer", _number("reached_answer", 2), COLUMN_DOCS["reached_answer"]),
         DisplayColumn("identical", _number("identical_to_vanilla", 2), COLUMN_DOCS["identical_to_vanilla"]),
         DisplayColumn("paper", _number("paper_speedup", 2), COLUMN_DOCS["paper_speedup"]),
     ]
@@ -275,7 +276,9 @@ def _quality_cell(vanilla: pd.Series | None, lead: pd.Series | None) -> str:
     if vanilla is None:
         return "n/a"
     cell = fmt(vanilla["quality"], 2) + ("" if lead is None else f" → {fmt(lead['quality'], 2)} ({_quality_difference(lead)})")
-    return f"{cell}, {fmt(100 * vanilla['stopped_on_own'], 0)}% stopped"
+    reached = vanilla.get("reached_answer", math.nan)  # absent from summaries written before it existed
+    answered = "" if _is_missing(reached) else f", {fmt(100 * reached, 0)}% reached the answer"
+    return f"{cell}, {fmt(100 * vanilla['stopped_on_own'], 0)}% stopped{answered}"
 
 
 def _quality_difference(row: pd.Series) -> str:

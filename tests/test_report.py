@@ -44,8 +44,8 @@ speedup = mean per-prompt tokens/s ÷ vanilla's, ± its standard error over prom
 
 | task | setting | T | vanilla tok/s | sd speedup | cos speedup | α | greedy identical | quality |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| gsm8k | we-0.5 | 0.0 | 40.0 | 1.75 ± 0.33 (Thm 1.42) | 2.31 ± 0.25 (Thm 1.73) | 0.800 | 1.00 | 0.50 → 1.00 (+0.50 ± 0.50), 100% stopped |
-| humaneval | we-0.5 | 0.0 | 27.5 | 1.82 ± 0.17 (Thm 1.42) | 2.55 ± 0.60 (Thm 1.60) | 0.700 | 0.50 | 1.00 → 1.00 (+0.00 ± n/a), 100% stopped |
+| gsm8k | we-0.5 | 0.0 | 40.0 | 1.75 ± 0.33 (Thm 1.42) | 2.31 ± 0.25 (Thm 1.73) | 0.800 | 1.00 | 0.50 → 1.00 (+0.50 ± 0.50), 100% stopped, 100% reached the answer |
+| humaneval | we-0.5 | 0.0 | 27.5 | 1.82 ± 0.17 (Thm 1.42) | 2.55 ± 0.60 (Thm 1.60) | 0.700 | 0.50 | 1.00 → 1.00 (+0.00 ± n/a), 100% stopped, 100% reached the answer |
 
 ## Every column
 
@@ -74,17 +74,18 @@ speedup = mean per-prompt tokens/s ÷ vanilla's, ± its standard error over prom
 - **quality − vanilla**: measured: quality minus vanilla's on the same prompts and repeats (both scored), mean over prompts; 0 in expectation for sd and cos, whose output is distributed exactly as vanilla's; ± its standard error over prompts
 - **budget**: the token budget of these decodes (the config's max_new_tokens, else the task's own); n/a in records from before it was stored
 - **stopped**: measured: share of decodes that ended by end-of-sequence or a stop string rather than at max_new_tokens
+- **reached answer**: measured: share of decodes the token budget did not cut short of an answer: stopped on their own, or stated the task's answer before the budget (GSM8K an explicit final answer such as 'The answer is N', MMLU a letter); for HumanEval, and records from before answers were marked, the stopped share
 - **identical**: measured, T=0 only: share of decodes whose token ids equal vanilla's for the same prompt and repeat
 - **paper**: from the paper (docs/design.md §5): CoS over vanilla, where the run names a paper setting
 
-| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | mean draft length (small) | mean draft length (large) | c | pass cost ρ | theory | measured/theory | theory (measured pass) | measured/theory (measured pass) | overhead | loop overhead | quality | quality − vanilla | budget | stopped | identical | paper |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | n/a | n/a | 0.250 | n/a | 1.00 | 1.00 | n/a | n/a | 0.51 | 1.54 | 0.500 | n/a | n/a | 1.00 | n/a | n/a |
-| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 1.65 | 0.700 | 0.786 | 2.12 | 1.75 | n/a | 0.250 | n/a | 1.42 | 1.17 | n/a | n/a | n/a | 1.61 | 0.500 | +0.00 ± 0.00 | n/a | 1.00 | 1.00 | n/a |
-| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 2.38 | 0.800 | 0.793 | 2.77 | 1.60 | 1.00 | 0.250 | n/a | 1.73 | 1.37 | n/a | n/a | n/a | 1.58 | 1.000 | +0.50 ± 0.50 | n/a | 1.00 | 1.00 | 1.46 |
-| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | n/a | n/a | 0.250 | n/a | 1.00 | 1.00 | n/a | n/a | 0.72 | 1.43 | 1.000 | n/a | n/a | 1.00 | n/a | n/a |
-| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 1.93 | 0.700 | 0.786 | 2.12 | 1.75 | n/a | 0.250 | n/a | 1.42 | 1.36 | n/a | n/a | n/a | 1.45 | 1.000 | +0.00 ± n/a | n/a | 1.00 | 1.00 | n/a |
-| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 2.83 | 0.700 | 0.793 | 2.77 | 1.60 | 1.00 | 0.250 | n/a | 1.60 | 1.76 | n/a | n/a | n/a | 1.50 | 1.000 | +0.00 ± n/a | n/a | 1.00 | 0.50 | 1.56 |
+| task | setting | T | method | γ | n | tok/s pooled | tok/s mean ± sd | speedup mean | speedup pooled | speedup decode | α expected | α empirical | mean acc. len | mean draft length (small) | mean draft length (large) | c | pass cost ρ | theory | measured/theory | theory (measured pass) | measured/theory (measured pass) | overhead | loop overhead | quality | quality − vanilla | budget | stopped | reached answer | identical | paper |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| gsm8k | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 40.0 | 40.0 ± 14.1 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | n/a | n/a | 0.250 | n/a | 1.00 | 1.00 | n/a | n/a | 0.51 | 1.54 | 0.500 | n/a | n/a | 1.00 | 1.00 | n/a | n/a |
+| gsm8k | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 64.0 | 70.0 ± 42.4 | 1.75 | 1.60 | 1.65 | 0.700 | 0.786 | 2.12 | 1.75 | n/a | 0.250 | n/a | 1.42 | 1.17 | n/a | n/a | n/a | 1.61 | 0.500 | +0.00 ± 0.00 | n/a | 1.00 | 1.00 | 1.00 | n/a |
+| gsm8k | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 88.9 | 92.5 ± 46.0 | 2.31 | 2.22 | 2.38 | 0.800 | 0.793 | 2.77 | 1.60 | 1.00 | 0.250 | n/a | 1.73 | 1.37 | n/a | n/a | n/a | 1.58 | 1.000 | +0.50 ± 0.50 | n/a | 1.00 | 1.00 | 1.00 | 1.46 |
+| humaneval | we-0.5 | 0.0 | vanilla | n/a | 2×1 | 26.7 | 27.5 ± 3.5 | 1.00 | 1.00 | 1.00 | n/a | n/a | n/a | n/a | n/a | 0.250 | n/a | 1.00 | 1.00 | n/a | n/a | 0.72 | 1.43 | 1.000 | n/a | n/a | 1.00 | 1.00 | n/a | n/a |
+| humaneval | we-0.5 | 0.0 | sd | 2,1 | 2×1 | 50.0 | 50.0 ± 0.0 | 1.82 | 1.88 | 1.93 | 0.700 | 0.786 | 2.12 | 1.75 | n/a | 0.250 | n/a | 1.42 | 1.36 | n/a | n/a | n/a | 1.45 | 1.000 | +0.00 ± n/a | n/a | 1.00 | 1.00 | 1.00 | n/a |
+| humaneval | we-0.5 | 0.0 | cos | 2,1 | 2×1 | 71.1 | 70.0 ± 14.1 | 2.55 | 2.67 | 2.83 | 0.700 | 0.793 | 2.77 | 1.60 | 1.00 | 0.250 | n/a | 1.60 | 1.76 | n/a | n/a | n/a | 1.50 | 1.000 | +0.00 ± n/a | n/a | 1.00 | 1.00 | 0.50 | 1.56 |
 """
 
 
@@ -321,7 +322,11 @@ def test_headline_answers_the_first_questions_in_at_most_ten_columns(summary):
     assert [row[:2] for row in rows] == [["gsm8k", "we-0.5"], ["humaneval", "we-0.5"]]
     cos = summary[(summary["task"] == "gsm8k") & (summary["method"] == "cos")].iloc[0]
     assert rows[0][5] == f"{fmt(cos['speedup_mean'])} ± {fmt(cos['speedup_prompt_se'])} (Thm {fmt(cos['theoretical_speedup'])})"
-    assert rows[0][6:] == [fmt(cos["alpha_expected"], 3), fmt(cos["identical_to_vanilla"]), "0.50 → 1.00 (+0.50 ± 0.50), 100% stopped"]
+    assert rows[0][6:] == [
+        fmt(cos["alpha_expected"], 3),
+        fmt(cos["identical_to_vanilla"]),
+        "0.50 → 1.00 (+0.50 ± 0.50), 100% stopped, 100% reached the answer",
+    ]
     console = Console(record=True, width=200)
     console.print(render_headline(summary))
     text = console.export_text()
@@ -397,5 +402,25 @@ def test_quality_difference_is_paired_by_prompt_and_the_stopped_share_counts_bud
     assert row["vanilla"]["stopped_on_own"] == 0.5 and row["cos"]["stopped_on_own"] == 1.0
     assert row["vanilla"]["max_new_tokens"] == 512
     _, cells = headline(summary)
-    assert cells[0][-1] == "0.50 → 0.75 (+0.25 ± 0.75), 50% stopped"
+    assert cells[0][-1] == "0.50 → 0.75 (+0.25 ± 0.75), 50% stopped, 50% reached the answer"
+    assert row["vanilla"]["reached_answer"] == 0.5  # the cut decode's score (from before answers were marked) says nothing
     assert RunRecord.from_json(rows[0]).to_json()["max_new_tokens"] == 512  # the budget travels with each record
+
+
+def test_a_decode_cut_by_the_budget_reached_its_answer_only_when_its_score_says_so():
+    records = [json.loads(line) for line in (SMALL_RUN / RECORDS_NAME).read_text().splitlines()]
+    vanilla = [r for r in records if r["task"] == "gsm8k" and r["method"] == "vanilla"]
+    for r in vanilla:
+        r["accounting"]["stop_reason"] = r["stop_reason"] = "max_new_tokens"
+
+    def reached(answered: list) -> float:
+        for r, value in zip(vanilla, answered):
+            r["score"]["answered"] = value
+        summary = summarize(pd.DataFrame([flatten_record(RunRecord.from_json(r), run="q") for r in vanilla]))
+        (share,) = summary["reached_answer"]
+        return share
+
+    assert len(vanilla) == 2
+    assert reached([True, False]) == 0.5 and reached([True, True]) == 1.0 and reached([None, False]) == 0.0
+    assert RunRecord.from_json(vanilla[1]).to_json()["score"]["answered"] is False  # kept in the stored record
+    assert "answered" not in RunRecord.from_json(vanilla[1] | {"score": {**vanilla[1]["score"], "answered": None}}).to_json()["score"]

@@ -48,6 +48,23 @@ def test_gsm8k_scores(gold: str, completion: str, verdict: str, extracted: str |
     assert score.correct is (verdict == "correct")
 
 
+@pytest.mark.parametrize(
+    "completion, answered",
+    [
+        ("9 * 2 = 18. The answer is 18.", True),
+        ("#### 17", True),
+        ("So the total is \\boxed{18}", True),
+        ("She makes 9 * 2 = $18 every day, and then she", False),  # a number, but cut before the final answer
+        ("", False),
+    ],
+)
+def test_gsm8k_marks_an_answer_only_when_it_is_stated_as_final(completion: str, answered: bool) -> None:
+    task = get_task("gsm8k")
+    example = gsm8k_example("18")
+    (score,) = task.score_many([example], [task.completion_for_scoring(example, completion)])
+    assert score.answered is answered, score.detail
+
+
 def test_gsm8k_completion_is_cut_before_an_invented_next_question() -> None:
     task = get_task("gsm8k")
     example = gsm8k_example("18")
@@ -102,6 +119,7 @@ def test_mmlu_scores(completion: str, verdict: str, extracted: str | None) -> No
     (score,) = task.score_many([example], [task.completion_for_scoring(example, completion)])
     assert (score.verdict, score.extracted) == (verdict, extracted), score.detail
     assert score.correct is (verdict == "correct")
+    assert score.answered is (extracted is not None)  # a letter, right or wrong, is an answer
 
 
 def test_mmlu_extract_letter_without_choices() -> None:

@@ -36,13 +36,17 @@ class Score:
 
     verdict: "correct" | "wrong" | "no answer" (GSM8K, MMLU); "passed" | "failed" | "timed out" |
     "crashed" (HumanEval); "not evaluated" (code execution not allowed). correct is None only
-    when not evaluated; "no answer" counts as not correct.
+    when not evaluated; "no answer" counts as not correct. answered: whether the completion states
+    its answer in the form the task asks for (GSM8K: an explicit final answer, not just some number;
+    MMLU: a letter), so a token budget that cut it off shows; None where a task has no such test
+    (HumanEval) and in records from before it was kept.
     """
 
     correct: bool | None
     extracted: str | None
     verdict: str
     detail: str
+    answered: bool | None = None
 
 
 class Task(ABC):

@@ -117,6 +117,6 @@ def score_completion(row: dict[str, Any], completion: str) -> Score:
     answer = strict if strict is not None else flexible
     detail = f"gold {gold}; strict {strict or 'none'}; flexible {flexible or 'none'}"
     if answer is None:
-        return Score(False, None, "no answer", detail)
+        return Score(False, None, "no answer", detail, answered=False)
     correct = answer == gold
-    return Score(correct, answer, "correct" if correct else "wrong", detail)
+    return Score(correct, answer, "correct" if correct else "wrong", detail, answered=strict is not None)

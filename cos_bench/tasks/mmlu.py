@@ -128,9 +128,9 @@ def score_completion(row: Mapping[str, Any], completion: str) -> Score:
     gold = LETTERS[row["answer"]]
     letter = extract_letter(completion, row["choices"])
     if letter is None:
-        return Score(False, None, "no answer", f"gold {gold}; no letter found")
+        return Score(False, None, "no answer", f"gold {gold}; no letter found", answered=False)
     correct = letter == gold
-    return Score(correct, letter, "correct" if correct else "wrong", f"gold {gold}; chose {letter}")
+    return Score(correct, letter, "correct" if correct else "wrong", f"gold {gold}; chose {letter}", answered=True)
 
 
 def _subject_filter(rows: Sequence[Mapping[str, Any]], subjects: Sequence[str] | None) -> list[int]:
