@@ -204,8 +204,9 @@ HEADLINE_NOTE = (
     "speedup = mean per-prompt tokens/s ÷ vanilla's, ± its standard error over prompts (measured); "
     "Thm = the paper's Thm 3.1 (sd) / 3.6 (cos) from the measured α and c (computed); "
     "α and identity of cos (else sd); quality: vanilla → cos (cos − vanilla on the same prompts ± its standard error "
-    "over prompts), then the share of vanilla's decodes that stopped on their own (end-of-sequence or a stop string, "
-    "not the token budget)"
+    "over prompts), then the shares of vanilla's decodes that stopped on their own (end-of-sequence or a stop string, "
+    "not the token budget) and that reached the answer (stopped, or stated it before the budget: GSM8K's final number, "
+    "MMLU's letter)"
 )
 PEER_NOTE = (
     "hf-ensemble drafts with transformers' own defaults, hf-ensemble-matched with the run's γ and no cut-off; "
