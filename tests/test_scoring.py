@@ -104,6 +104,16 @@ MMLU_ROW = {"question": "Capital of Germany?", "subject": "geography", "choices"
         ("Let me think.\nGermany's capital is Berlin.\nAnswer: C", "correct", "C"),
         ("Berlin", "correct", "C"),  # exactly one option's text
         ("B\nBecause London is big.", "wrong", "B"),
+        # Sampled continuations of "The correct answer is" (seen at T = 1 in results/cpu-quality-sampled):
+        (" C, Berlin.\n\nBerlin has been the capital since 1990.", "correct", "C"),
+        (": C. Berlin.\n\nBerlin is the capital.", "correct", "C"),
+        (":\nC. Berlin\n\nBerlin is the capital.", "correct", "C"),
+        (" the third option, Berlin.", "no answer", None),  # no letter: still no answer
+        (" choice C.\nBerlin is the capital.", "correct", "C"),
+        (" option C: Berlin", "correct", "C"),
+        (" Option (B) London", "wrong", "B"),
+        (" choice of words matters", "no answer", None),
+        ("A, B and C are cities.", "wrong", "A"),  # a leading letter and comma reads as a choice
         ("I think the answer is B, not C", "wrong", "B"),
         ("A good question; hard to say.", "no answer", None),  # the article "A" is no answer
         ("The answer is a tricky one", "no answer", None),

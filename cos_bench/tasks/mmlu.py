@@ -16,7 +16,9 @@ Extraction rules, first match wins; letters count only in capitals (so the artic
    "answer: (B)", "The correct answer is option A";
 2. the reply, or its first line, is one letter, maybe wrapped or followed by punctuation:
    "B", "(B)", "B.", "B\nBecause ...";
-3. the reply opens with a letter and a delimiter: "C. Paris", "(B) 12", "D) none", "A:".
+3. the reply opens with a letter and a delimiter: "C. Paris", "(B) 12", "D) none", "A:", "B, Paris"
+   (a colon, "option" or "choice" the reply opens with is skipped first: ": C. Paris" and "choice C."
+   continue "The correct answer is").
 4. the whole reply is exactly one option's text (ignoring case and a final period).
 Anything else is "no answer", its own outcome (counted as not correct).
 """
@@ -38,7 +40,8 @@ LETTERS = "ABCD"
 
 _STATED = re.compile(r"answer(?:\s+is)?\s*[:：]?\s*(?:option\s+)?\(?([A-D])\)?(?![\w])", re.IGNORECASE)
 _ALONE = re.compile(r"^\(?([A-D])\)?[.):]?$")
-_OPENING = re.compile(r"^(?:\(([A-D])\)|([A-D])[.):])(?:\s|$)")
+_CONTINUATION = re.compile(r"^(?:option|choice)\s+(?=\(?[A-D]\b)", re.IGNORECASE)
+_OPENING = re.compile(r"^(?:\(([A-D])\)|([A-D])[.):,])(?:\s|$)")
 
 _CHAT_INSTRUCTION = (
     "The following is a multiple choice question about {subject}. Answer with the letter "
@@ -50,7 +53,9 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 def extract_letter(reply: str, choices: Sequence[str] = ()) -> str | None:
     """The chosen letter by the rules in the module docstring, or None for no answer."""
-    text = reply.replace("*", "").strip()
+    # A chat reply continues "The correct answer is", so it may open with that sentence's colon,
+    # or name the letter as "option C" / "choice C".
+    text = _CONTINUATION.sub("", reply.replace("*", "").strip().lstrip(":：").strip())
     # Rule 1 must see the letter in capitals even though "answer" may be any case.
     stated = [m.group(1) for m in _STATED.finditer(text) if m.group(1).isupper()]
     if stated:
