@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 from cos_bench.record import RunRecord
 from cos_bench.storage import RECORDS_NAME
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "budget_check.py"
 SMALL_RUN = Path(__file__).parent / "data" / "small_run"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("budget_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _module()
+script = load_script("budget_check")
 
 
 @pytest.mark.parametrize(

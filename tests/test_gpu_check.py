@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script
 
 
 def test_gpu_check_refuses_old_transformers_in_one_line(monkeypatch, capsys):
     # A GPU image may ship an older transformers (5.17 on the lent H200) whose forward lacks `cache=`.
-    module = _load()
+    module = load_script("gpu_check")
     monkeypatch.setattr(module.transformers, "__version__", "5.17.0")
     with pytest.raises(SystemExit):
         module.main(["--tiny", "--device", "cpu"])
@@ -43,7 +33,7 @@ def check_engine(results: dict, engine: str) -> None:
 
 
 def test_gpu_check_smoke_on_cpu(tmp_path, capsys):
-    module = _load()
+    module = load_script("gpu_check")
     results = module.main([*SMOKE, "--engines", "eager", "--out", str(tmp_path / "r.json")])
     check_engine(results, "eager")
     assert results["copy_bandwidth_bytes_per_s"] > 0 and not results["skipped"]
@@ -52,7 +42,7 @@ def test_gpu_check_smoke_on_cpu(tmp_path, capsys):
 
 
 def test_gpu_check_stops_starting_stages_when_the_budget_is_spent(tmp_path):
-    module = _load()
+    module = load_script("gpu_check")
     results = module.main([*SMOKE, "--engines", "eager", "--budget-s", "0", "--out", str(tmp_path / "r.json")])
     assert results["models"]["eager"] == {} and len(results["skipped"]) == 6  # 3 models, 3 pairs
     assert "done" in results["stages_s"]
@@ -61,7 +51,7 @@ def test_gpu_check_stops_starting_stages_when_the_budget_is_spent(tmp_path):
 @pytest.mark.slow
 def test_gpu_check_compiled_side_by_side_on_cpu(tmp_path):
     # Both engines in one run (inductor without CUDA graphs on a CPU): compiles each tiny model.
-    results = _load().main([*SMOKE, "--out", str(tmp_path / "r.json")])
+    results = load_script("gpu_check").main([*SMOKE, "--out", str(tmp_path / "r.json")])
     check_engine(results, "eager")
     check_engine(results, "compiled")
     assert all(times["compile_s"] > 0 for times in results["models"]["compiled"].values())

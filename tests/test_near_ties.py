@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import yaml
+from script_loader import load_script
 from tiny import save_tiny_pair
 from typer.testing import CliRunner
 
 from cos_bench.cli import app
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "near_ties.py"
 DATA = Path(__file__).parent / "data" / "tasks"  # the few rows the tests ship: this test always runs
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("near_ties", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
@@ -58,7 +50,7 @@ def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
     cos["accounting"]["token_ids"] = cos["token_ids"]  # a record's ids are its accounting's: forge both
     (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
-    assert _module().main([str(config), str(out)]) == 0
+    assert load_script("near_ties").main([str(config), str(out)]) == 0
     printed = capsys.readouterr().out
     assert "1 greedy sd/cos decodes differ from vanilla" in printed
     assert f"python scripts/near_ties.py {config} {out}" in printed  # the page names the command that made it
@@ -70,7 +62,7 @@ def test_a_forged_divergence_is_found_and_vanilla_wins_it(tmp_path, capsys):
 
 
 def test_verdict_calls_rounding_only_when_every_gap_is_inside_the_low_precision_shift():
-    verdict = _module().verdict
+    verdict = load_script("near_ties").verdict
     inside = verdict([0.02, -0.01, 0.04], [0.05, 0.01, 0.03], "float32", "bfloat16")
     assert inside[0] == "|gap| at float32: max 0.0400, median 0.0200 over 3 decodes"
     assert inside[1].endswith("max 0.0500, median 0.0300")

@@ -12,7 +12,6 @@ All tests here share one cluster and run on one xdist worker (group "ray", `--di
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 from tiny import save_tiny_pair
 from typer.testing import CliRunner
 
@@ -34,20 +34,12 @@ from cos_bench.storage import LOCK_NAME, RECORDS_NAME, exclusive_writer
 
 pytestmark = pytest.mark.xdist_group("ray")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ray_vs_local.py"
 CELLS = ["lambda-0.2_temperature-0", "lambda-0.2_temperature-1", "lambda-0.8_temperature-0", "lambda-0.8_temperature-1"]
 RECORDS_PER_CELL = 3 * 3  # 3 gsm8k prompts × vanilla, sd, cos
 runner = CliRunner()
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("ray_vs_local", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _script()
+script = load_script("ray_vs_local")
 
 
 def invoke(*args):

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
+from script_loader import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "targets.py"
 GREEDY, SAMPLED = "gamma.small-5_temperature-0", "gamma.small-1_temperature-1"
 GAMMA_OF = {GREEDY: 5, SAMPLED: 1}  # the sweep_gamma.small column that cos-bench writes beside the run name
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("targets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _row(run, temperature, method, speedup, theory=None, ratio=None, overhead=None, identical=None, alpha=None, loop=None, se=None):
@@ -62,7 +54,7 @@ def _summary(tmp_path: Path) -> Path:
 
 
 def test_tallies_count_each_target_and_name_the_misses(tmp_path):
-    targets = _module()
+    targets = load_script("targets")
     lines = targets.tallies(targets.load(_summary(tmp_path)))
     assert lines[0].startswith("cos faster than vanilla: 2 / 2 groups")
     assert lines[1] == (
@@ -80,7 +72,7 @@ def test_tallies_count_each_target_and_name_the_misses(tmp_path):
 
 
 def test_a_summary_without_standard_errors_still_names_the_misses(tmp_path):
-    targets = _module()
+    targets = load_script("targets")
     path = _summary(tmp_path)
     pd.read_csv(path).drop(columns=["speedup_prompt_se"]).to_csv(path, index=False)  # summaries older than the column
     lines = targets.tallies(targets.load(path))
@@ -88,20 +80,20 @@ def test_a_summary_without_standard_errors_still_names_the_misses(tmp_path):
 
 
 def test_table_has_one_row_per_group_with_cos_alpha(tmp_path):
-    targets = _module()
+    targets = load_script("targets")
     table = targets.markdown_table(targets.load(_summary(tmp_path))).splitlines()
     assert len(table) == 4
     assert table[2] == "| γ=1, T=1 | gsm8k | we-0.5 | 4 | 1.10 | 1.30 | 1.40 | n/a | 1.10 | 1.50 | 0.70 | 0.80 | 0.40 | 1.20 | 1.01 | n/a |"
 
 
 def test_missing_summary_is_a_one_line_error(tmp_path, capsys):
-    assert _module().main([str(tmp_path / "nope.csv")]) == 2
+    assert load_script("targets").main([str(tmp_path / "nope.csv")]) == 2
     assert "run `cos-bench report" in capsys.readouterr().err
 
 
 def test_a_summary_without_hf_ensemble_skips_its_tallies(tmp_path):
     # A CD-only run (e.g. results/cpu-fp32-identity) has no hf-ensemble rows at all.
-    targets = _module()
+    targets = load_script("targets")
     path = _summary(tmp_path)
     frame = pd.read_csv(path)
     frame[frame.method != "hf-ensemble"].to_csv(path, index=False)
