@@ -277,9 +277,8 @@ def _quality_cell(vanilla: pd.Series | None, lead: pd.Series | None) -> str:
     if vanilla is None:
         return "n/a"
     cell = fmt(vanilla["quality"], 2) + ("" if lead is None else f" → {fmt(lead['quality'], 2)} ({_quality_difference(lead)})")
-    reached = vanilla.get("reached_answer", math.nan)  # absent from summaries written before it existed
-    answered = "" if _is_missing(reached) else f", {fmt(100 * reached, 0)}% reached the answer"
-    return f"{cell}, {fmt(100 * vanilla['stopped_on_own'], 0)}% stopped{answered}"
+    stopped, reached = fmt(100 * vanilla["stopped_on_own"], 0), fmt(100 * vanilla["reached_answer"], 0)
+    return f"{cell}, {stopped}% stopped, {reached}% reached the answer"
 
 
 def _quality_difference(row: pd.Series) -> str:
