@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from cos_bench.core import DRAFT_POLICY_METHODS
 from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE, CombinationRule, Contrastive, WeightedEnsemble
 from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES, DraftPolicy, PassCost
 from cos_bench.errors import CosBenchError
@@ -69,11 +70,13 @@ TOP_LEVEL_KEYS = (
     "name", "paper_setting", "models", "combinations", "methods", "gamma", "proposer",
     "temperature", "tasks", "limit", "offset", "seed", "subjects", "max_new_tokens",
     "repeats", "warmup", "dtype", "device", "engine", "chat", "data_dir", "allow_code_eval", "sweep",
-    "executor", "ray_address", "gpus_per_cell", "cpus_per_cell", "draft",
+    "executor", "ray_address", "gpus_per_cell", "cpus_per_cell", "draft", "arms",
 )  # fmt: skip
 REQUIRED_KEYS = ("name", "models", "combinations")
 MODEL_KEYS = ("name", "source")
 SWEEP_KEYS = ("lambda", "mu", "gamma", "temperature", "proposer", "draft")
+# `arms:` — more sd/cos variants in the same run, each its own γ and/or draft policy (see `Arm`).
+ARM_KEYS = ("method", "gamma", "draft")
 # `draft:` (a policy name, or a mapping): the policy, and the parameters of every policy (core.drafting).
 DRAFT_KEYS = ("policy", *dict.fromkeys(p for cls in DRAFT_POLICIES.values() for p in cls.parameters))
 
@@ -264,6 +267,26 @@ class DraftSpec:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One more variant of `sd` or `cos` in the same run: its own γ and/or draft policy, decoded on the
+    same prompts right after the run's methods, so every arm is timed against the same vanilla decodes
+    (a sweep cell per variant would time a vanilla decode per cell, and hours apart)."""
+
+    method: str  # one of core.DRAFT_POLICY_METHODS
+    gamma: Mapping[str, int]  # every model: the run's γ with the arm's own laid over it
+    draft: DraftSpec
+    label: str  # what the arm changes, e.g. "gamma.small=3" or "confidence-0.4": names its records and report rows
+
+    @property
+    def key(self) -> str:
+        """The method part of the arm's record keys, e.g. "cos[confidence-0.4]" (the base method's is "cos")."""
+        return f"{self.method}[{self.label}]"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "gamma": dict(self.gamma), "draft": self.draft.to_dict()}
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     lambdas: tuple[float, ...]  # weight of the first model in 2-model WE
     mus: tuple[float, ...]
@@ -315,6 +338,7 @@ class ExperimentConfig:
     sweep: SweepSpec | None
     executor: ExecutorSpec
     draft: DraftSpec = DraftSpec()
+    arms: tuple[Arm, ...] = ()
     # The raw mapping this config was parsed from: overrides and sweep cells merge into it and
     # parse once (a γ the user did not write stays absent and follows the proposer). Not part
     # of equality: it is provenance, not configuration.
@@ -344,8 +368,10 @@ class ExperimentConfig:
 
     @property
     def longest_drafts(self) -> tuple[int, ...]:
-        """The longest run each model may draft under the draft policy (the compiled engine sizes blocks by it)."""
-        return self.draft.build().caps(self.gammas)
+        """The longest run each model may draft under the draft policy or any arm's (the compiled engine sizes blocks by it)."""
+        caps = [self.draft.build().caps(self.gammas)]
+        caps += [arm.draft.build().caps(tuple(arm.gamma[name] for name in self.model_names)) for arm in self.arms]
+        return tuple(max(column) for column in zip(*caps))
 
 
 # --------------------------------------------------------------------------- errors and readers
@@ -537,13 +563,13 @@ def _gamma(origin: str, key: str, value: Any, max_new_tokens: int) -> int:
     return gamma
 
 
-def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int) -> FrozenMap:
+def _parse_gamma(origin: str, value: Any, names: Sequence[str], proposer: str, max_new_tokens: int, key: str = "gamma") -> FrozenMap:
     """γ per model: as written, else the default for this config's proposer (5) or a verifier (1)."""
-    given = _mapping(origin, "gamma", value if value is not None else {})
+    given = _mapping(origin, key, value if value is not None else {})
     written = {}
     for name, g in given.items():
-        _model_name(origin, f"gamma.{name}", name, names)
-        written[name] = _gamma(origin, f"gamma.{name}", g, max_new_tokens)
+        _model_name(origin, f"{key}.{name}", name, names)
+        written[name] = _gamma(origin, f"{key}.{name}", g, max_new_tokens)
     return FrozenMap({name: written.get(name, DEFAULT_PROPOSER_GAMMA if name == proposer else DEFAULT_VERIFIER_GAMMA) for name in names})
 
 
@@ -591,6 +617,43 @@ def _parse_methods(origin: str, value: Any, names: Sequence[str], combinations: 
                 f"{listed} runs on 2-model we combinations only (found {found}); drop {listed} from methods",
             )
     return methods
+
+
+def _parse_arms(
+    origin: str,
+    value: Any,
+    data: Mapping,
+    names: Sequence[str],
+    proposer: str,
+    gamma: Mapping[str, int],
+    draft: DraftSpec,
+    max_new_tokens: int,
+) -> tuple[Arm, ...]:
+    """`arms:` — each {method: sd|cos, gamma: {model: γ}, draft: policy}: γ merges per model over the run's,
+    draft as `merge_raw` lays a draft over the run's; at least one must differ from the run's own."""
+    if value is None:
+        return ()
+    arms: list[Arm] = []
+    for i, entry in enumerate(_list(origin, "arms", value, min_len=0)):
+        key = f"arms[{i}]"
+        entry = _mapping(origin, key, entry)
+        _check_keys(origin, f"{key}.", entry, ARM_KEYS)
+        method = _choice(origin, f"{key}.method", entry.get("method"), DRAFT_POLICY_METHODS)
+        merged = merge_raw(
+            {"gamma": data.get("gamma") or {}, "draft": data.get("draft")}, {k: entry[k] for k in ("gamma", "draft") if k in entry}
+        )
+        arm_gamma = _parse_gamma(origin, merged["gamma"], names, proposer, max_new_tokens, f"{key}.gamma") if "gamma" in entry else gamma
+        arm_draft = _parse_draft(origin, f"{key}.draft", merged["draft"], arm_gamma, max_new_tokens) if "draft" in entry else draft
+        changed = [f"gamma.{n}={arm_gamma[n]}" for n in names if arm_gamma[n] != gamma[n]]
+        if arm_draft != draft:
+            changed.append(arm_draft.label)
+        if not changed:
+            raise _fail(origin, key, "changes nothing: give it a gamma or a draft policy that differs from the run's own, or drop it")
+        arm = Arm(method, arm_gamma, arm_draft, ",".join(changed))
+        if any(other.key == arm.key for other in arms):
+            raise _fail(origin, key, f"{arm.key} is listed twice; list it once")
+        arms.append(arm)
+    return tuple(arms)
 
 
 def _parse_subjects(origin: str, value: Any) -> tuple[str, ...] | None:
@@ -752,6 +815,7 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
     if paper_setting is not None:
         paper_setting = _choice(origin, "paper_setting", paper_setting, tuple(PAPER_SETTINGS))
     limit = data.get("limit")
+    draft = _parse_draft(origin, "draft", data.get("draft"), gamma, shortest)
     return ExperimentConfig(
         name=name,
         paper_setting=paper_setting,
@@ -777,7 +841,8 @@ def parse_config(data: Mapping, origin: str) -> ExperimentConfig:
         allow_code_eval=_parse_bool(origin, "allow_code_eval", data.get("allow_code_eval", False)),
         sweep=_parse_sweep(origin, data.get("sweep"), names, combinations, shortest),
         executor=_parse_executor(origin, data),
-        draft=_parse_draft(origin, "draft", data.get("draft"), gamma, shortest),
+        draft=draft,
+        arms=_parse_arms(origin, data.get("arms"), data, names, proposer, gamma, draft, shortest),
         source=copy.deepcopy(dict(data)),
     )
 
@@ -824,6 +889,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
         "gamma": dict(cfg.gamma),
         "proposer": cfg.proposer,
         "draft": cfg.draft.to_dict(),
+        "arms": [arm.to_dict() for arm in cfg.arms],
         "temperature": cfg.temperature,
         "tasks": list(cfg.tasks),
         "limit": cfg.limit,

@@ -31,7 +31,7 @@ from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Task
 # `engine` as written may change (auto vs its resolution); the resolved engine is compared on its own.
 # How a sweep dispatched its cells (the executor keys) changes no number: a cell resumes under either executor.
 RESUMABLE_CHANGES = (
-    "limit", "repeats", "warmup", "methods", "tasks", "allow_code_eval", "data_dir", "engine",
+    "limit", "repeats", "warmup", "methods", "arms", "tasks", "allow_code_eval", "data_dir", "engine",
     "executor", "ray_address", "gpus_per_cell", "cpus_per_cell",
 )  # fmt: skip
 

@@ -25,7 +25,7 @@ from cos_bench.record import RunRecord
 from cos_bench.storage import read_runs
 
 METHOD_ORDER = theory.KNOWN_METHODS  # report order = registry order (cos_bench.methods.METHOD_NAMES)
-GROUP_KEYS = ("run", "task", "setting", "temperature", "method", "proposer", "gammas_label", "draft")
+GROUP_KEYS = ("run", "task", "setting", "temperature", "method", "arm", "proposer", "gammas_label", "draft")
 COMPARE_KEYS = ("run", "task", "setting", "temperature")  # where the vanilla reference is looked for
 FORWARD_CALLS_PREFIX = "forward_calls."  # per-model record columns written by flatten_record
 DRAFT_TOKENS_PREFIX, DRAFT_RUNS_PREFIX = "draft_tokens.", "draft_runs."  # per model too: drafts (bonus included), runs
@@ -71,6 +71,10 @@ COLUMN_DOCS: dict[str, str] = {
         "its drafting rounds; the configured γ under the fixed policy, except where the token budget cut a run"
     ),
     "draft": "the draft-length policy of sd and cos, with its parameters (fixed = γ every run; docs/design.md §9)",
+    "arm": (
+        "what an arm (config `arms:`) changes from the run's own γ and draft policy, e.g. gamma.small=3 or confidence-0.4; "
+        "arms decode the same prompts right after the run's methods and compare with the same vanilla decodes"
+    ),
     "theoretical_speedup_measured_pass": (
         "computed: the same expectation with the verification pass charged its measured cost ρ (pass_cost) instead of "
         "one step: E(1 + c)/(ρ + cγ) for sd, E(1 + c)/(ρ + cγq − α^γp·c) for 2-model cos, E = (1 − α^γq)/(1 − α); "
@@ -133,6 +137,7 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
         "setting": record.setting,
         "rule": record.rule,
         "method": record.method,
+        "arm": record.arm,
         "repeat": record.repeat,
         "seed": record.seed,
         "temperature": float(record.temperature),
@@ -220,7 +225,7 @@ def forward_calls_column(model: str) -> str:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, task, setting, temperature, method, proposer, γ[, sweep values]), in report order."""
+    """One row per (run, task, setting, temperature, method, arm, proposer, γ[, sweep values]), in report order."""
     keys = list(GROUP_KEYS) + sweep_columns(df)
     models = [c[len(FORWARD_CALLS_PREFIX) :] for c in df.columns if c.startswith(FORWARD_CALLS_PREFIX)]
     rows = []
@@ -260,7 +265,7 @@ def sort_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
     Runs keep the order they first appear in (the order the folders were given).
     """
-    order = ["task", "setting", "temperature", "method", "run", "proposer", "gammas_label", "draft"] + sweep_columns(summary)
+    order = ["task", "setting", "temperature", "method", "arm", "run", "proposer", "gammas_label", "draft"] + sweep_columns(summary)
     method_rank = {method: i for i, method in enumerate(METHOD_ORDER)}
     run_rank = {run: i for i, run in enumerate(pd.unique(summary["run"]))}
 

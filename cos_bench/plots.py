@@ -57,6 +57,7 @@ def _panel_title(text: str) -> str:
 
 def plot_speedups(summary: pd.DataFrame, out_path: Path) -> Figure:
     """Speedup over vanilla per task, one facet per setting, a point ± standard error per method."""
+    summary = _arms_as_methods(summary)
     rows = summary[summary["method"] != "vanilla"]
     facets = _facets(rows)
     tasks = sorted(rows["task"].unique())
@@ -105,6 +106,7 @@ def plot_acceptance(summary: pd.DataFrame, out_path: Path) -> Figure | None:
     is written and an earlier file of that name is removed (it would describe other results): None.
     """
     out_path = Path(out_path)
+    summary = _arms_as_methods(summary)
     drafted = summary[(summary["method"] != "vanilla") & (summary["acceptance_by_position"].map(_positions) > 1)]
     if drafted.empty:
         out_path.unlink(missing_ok=True)
@@ -151,6 +153,7 @@ def plot_sweep(summary: pd.DataFrame, param: str, out_path: Path) -> Figure:
         found = ", ".join(c[len(SWEEP_PREFIX) :] for c in sweep_columns(summary)) or "none"
         raise CosBenchError(f"no sweep over {param!r} in these results (sweeps found: {found}); pass one of those")
     name = column[len(SWEEP_PREFIX) :]
+    summary = _arms_as_methods(summary)
     rows = summary[(summary["method"] != "vanilla") & summary[column].notna()]
     split = _sweep_splits(rows, column)
     tasks = sorted(rows["task"].unique())
@@ -266,6 +269,16 @@ def _gamma_text(gammas: Any, proposer: str) -> str:
         return "n/a"
     names = [proposer] * (proposer in gammas) + [name for name in gammas if name != proposer]
     return ", ".join(f"{name}={gammas[name]}" for name in names)
+
+
+def _arms_as_methods(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each arm (config `arms:`) drawn as a method of its own, "cos[confidence-0.4]", beside the run's "cos"."""
+    if "arm" not in summary or not (summary["arm"] != "").any():
+        return summary
+    named = summary.copy()
+    armed = named["arm"] != ""
+    named.loc[armed, "method"] = named.loc[armed, "method"] + "[" + named.loc[armed, "arm"] + "]"
+    return named
 
 
 def _methods(rows: pd.DataFrame) -> list[str]:

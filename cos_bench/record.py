@@ -79,6 +79,7 @@ class RunRecord:
     hf_drafting: Mapping[str, Any] | None = None
     max_new_tokens: int | None = None  # the token budget it ran under; None in records from before it was stored
     draft: str = "fixed"  # the draft-length policy's label (config.DraftSpec.label); records before policies: fixed
+    arm: str = ""  # config.Arm.label for an arm's decodes ("gamma.small=3", "confidence-0.4"); "" for the run's own methods
 
     @property
     def new_tokens(self) -> int:
@@ -128,6 +129,8 @@ class RunRecord:
             row["max_new_tokens"] = self.max_new_tokens
         if self.draft != "fixed":  # left out for fixed, as every line before draft policies was written
             row["draft"] = self.draft
+        if self.arm:  # left out for the run's own methods, as every line before arms was written
+            row["arm"] = self.arm
         return row
 
     @classmethod
@@ -159,6 +162,7 @@ class RunRecord:
             hf_drafting=row.get("hf_drafting"),
             max_new_tokens=row.get("max_new_tokens"),
             draft=row.get("draft", "fixed"),
+            arm=row.get("arm", ""),
         )
 
 

@@ -124,6 +124,8 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("T", _number("temperature", 1), "sampling temperature (0 = greedy)"),
         DisplayColumn("method", lambda r: str(r["method"]), ""),
     ]
+    if "arm" in summary and (summary["arm"] != "").any():
+        columns.append(DisplayColumn("arm", lambda r: str(r["arm"]) or "-", COLUMN_DOCS["arm"] + "; - = the run's own"))
     if summary["proposer"].nunique() > 1:
         columns.append(DisplayColumn("proposer", lambda r: str(r["proposer"]), ""))
     gamma_doc = "draft lengths, default proposer's first"
@@ -214,9 +216,13 @@ PEER_NOTE = (
 )
 
 
+ARMS_NOTE = "after a method's own speedup, each of its arms (config `arms:`) as arm: speedup ± standard error, on the same prompts"
+
+
 def headline_note(summary: pd.DataFrame) -> str:
-    """The headline's legend; it explains the peer's cell only where the peer ran."""
-    return HEADLINE_NOTE + ("; " + PEER_NOTE if summary["method"].isin(HF_ENSEMBLE_VARIANTS).any() else "")
+    """The headline's legend; it explains the peer's cell only where the peer ran, and arms only where they ran."""
+    note = HEADLINE_NOTE + ("; " + PEER_NOTE if summary["method"].isin(HF_ENSEMBLE_VARIANTS).any() else "")
+    return note + ("; " + ARMS_NOTE if "arm" in summary and (summary["arm"] != "").any() else "")
 
 
 def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -225,8 +231,11 @@ def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
     The peer's variants share one cell, so the peer costs one column however many of its variants ran:
     a column each would make 11 with vanilla, sd, cos and both. Each part keeps its own identity rate,
-    since the peer is not exact by design and the headline's identity column is cos's."""
-    present = set(summary["method"])
+    since the peer is not exact by design and the headline's identity column is cos's. Arms (config
+    `arms:`) share their method's cell for the same reason, after the run's own row."""
+    arms = summary[summary["arm"] != ""] if "arm" in summary else summary.iloc[:0]
+    summary = summary.drop(arms.index)
+    present = set(summary["method"]) | set(arms["method"])
     methods = [m for m in METHOD_ORDER if m in present and m != "vanilla" and m not in HF_ENSEMBLE_VARIANTS]
     methods += sorted(present - set(METHOD_ORDER))
     peers = [m for m in HF_ENSEMBLE_VARIANTS if m in present]
@@ -237,6 +246,7 @@ def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for _, group in summary.groupby(list(COMPARE_KEYS), sort=False, dropna=False):
         first = group.iloc[0]
         by_method = {row["method"]: row for _, row in group.iterrows()}
+        group_arms = arms[np.logical_and.reduce([arms[k] == first[k] for k in COMPARE_KEYS])] if len(arms) else arms
         lead = by_method.get("cos", by_method.get("sd"))
         task = f"{first['run']}: {first['task']}" if several_runs else str(first["task"])
         rows.append(
@@ -245,7 +255,7 @@ def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 str(first["setting"]),
                 fmt(first["temperature"], 1),
                 fmt(by_method["vanilla"]["tokens_per_s_mean"], 1) if "vanilla" in by_method else "n/a",
-                *(_speedup_cell(by_method.get(m)) for m in methods),
+                *(_with_arms(_speedup_cell(by_method.get(m)), group_arms[group_arms["method"] == m]) for m in methods),
                 *([_peer_cell(by_method, peers)] if peers else []),
                 fmt(lead["alpha_expected"], 3) if lead is not None else "n/a",
                 fmt(lead["identical_to_vanilla"], 2) if lead is not None else "n/a",
@@ -260,6 +270,11 @@ def _speedup_cell(row: pd.Series | None) -> str:
         return "n/a"
     cell = f"{fmt(row['speedup_mean'])} ± {fmt(row['speedup_prompt_se'])}"
     return cell if _is_missing(row["theoretical_speedup"]) else f"{cell} (Thm {fmt(row['theoretical_speedup'])})"
+
+
+def _with_arms(cell: str, arms: pd.DataFrame) -> str:
+    """A method's cell, then each of its arms' speedups as "arm: speedup ± se", "; " between."""
+    return "; ".join([cell, *(f"{row['arm']}: {_speedup_cell(row)}" for _, row in arms.iterrows())])
 
 
 def _peer_cell(by_method: dict[str, pd.Series], peers: Sequence[str]) -> str:

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cos_bench.config import Combination, ExperimentConfig, WeightedEnsembleSpec
+from cos_bench.config import Arm, Combination, ExperimentConfig, WeightedEnsembleSpec
 from cos_bench.core import DecodeSettings, PassCost
 from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decode_one, load_engine, settings_for, stop_for, use_chat
 from cos_bench.manifest import build_manifest, open_results, with_history
@@ -43,10 +43,20 @@ class Job:
     combination: Combination
     method: str
     repeat: int
+    arm: Arm | None = None  # None: the run's own γ and draft policy
+
+    @property
+    def label(self) -> str:
+        """The method as keys and the progress bar name it: "cos", or an arm's "cos[confidence-0.4]"."""
+        return self.method if self.arm is None else self.arm.key
 
     @property
     def key(self) -> str:
-        return record_key(self.task.name, self.prompt.example.example_id, self.combination.label, self.method, self.repeat)
+        return record_key(self.task.name, self.prompt.example.example_id, self.combination.label, self.label, self.repeat)
+
+    def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """The config this job decodes under: the run's, with an arm's γ and draft policy laid over it."""
+        return cfg if self.arm is None else dataclasses.replace(cfg, gamma=self.arm.gamma, draft=self.arm.draft, arms=())
 
 
 def example_seed(cfg: ExperimentConfig, task: str, index: int, repeat: int) -> int:
@@ -98,15 +108,18 @@ def run_experiment(
 
 
 def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[Prompt]]) -> list[Job]:
-    """Examples outermost, methods innermost: every method of an example runs back to back."""
+    """Examples outermost, methods innermost: every method of an example, then every arm, runs back to back."""
     return [
-        Job(task, prompt, combination, method, repeat)
+        job
         for task in tasks
         for prompt in prompts[task.name]
         for repeat in range(cfg.repeats)
         for combination in cfg.combinations
-        for method in cfg.methods
-        if method not in TWO_MODEL_WE_ONLY or isinstance(combination, WeightedEnsembleSpec)  # the peer baseline is WE-only
+        for job in (
+            *(Job(task, prompt, combination, method, repeat) for method in cfg.methods),
+            *(Job(task, prompt, combination, arm.method, repeat, arm) for arm in cfg.arms),
+        )
+        if job.method not in TWO_MODEL_WE_ONLY or isinstance(combination, WeightedEnsembleSpec)  # the peer baseline is WE-only
     ]
 
 
@@ -138,12 +151,12 @@ def job_settings(cfg: ExperimentConfig, combination: Combination, calibration: d
 
 
 def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool, calibration: dict) -> None:
-    """Untimed decodes of every (setting, method) before any clock is read."""
+    """Untimed decodes of every (setting, method or arm) before any clock is read."""
     first = jobs[0]
     stop = stop_for(first.task, engine, chat, min(cfg.budget(first.task.name), WARMUP_TOKENS))
-    for job in {(j.combination, j.method): j for j in jobs}.values():
+    for job in {(j.combination, j.label): j for j in jobs}.values():
         for _ in range(cfg.warmup):
-            decode_one(engine, job.method, first.prompt.ids, job_settings(cfg, job.combination, calibration), stop, seed=0)
+            decode_one(engine, job.method, first.prompt.ids, job_settings(job.config(cfg), job.combination, calibration), stop, seed=0)
 
 
 def execute(
@@ -175,7 +188,8 @@ def execute(
 
 
 def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibration: dict, sweep_values: dict) -> RunRecord:
-    settings = job_settings(cfg, job.combination, calibration)
+    decoded_as = job.config(cfg)
+    settings = job_settings(decoded_as, job.combination, calibration)
     stop = stop_for(job.task, engine, chat, cfg.budget(job.task.name))
     seed = example_seed(cfg, job.task.name, job.prompt.index, job.repeat)
     result, total_s = timed(lambda: decode_one(engine, job.method, job.prompt.ids, settings, stop, seed), engine.device)
@@ -194,13 +208,14 @@ def run_job(cfg: ExperimentConfig, engine: Engine, job: Job, chat: bool, calibra
         setting=job.combination.label,
         rule=job.combination.rule,
         method=job.method,
+        arm="" if job.arm is None else job.arm.label,
         repeat=job.repeat,
         seed=seed,
         temperature=cfg.temperature,
         n_models=len(cfg.models),
-        gammas=dict(cfg.gamma),
+        gammas=dict(decoded_as.gamma),
         proposer=cfg.proposer,
-        draft=cfg.draft.label,
+        draft=decoded_as.draft.label,
         paper_setting=cfg.paper_setting,
         prompt_tokens=int(job.prompt.ids.shape[0]),
         text=text,
@@ -229,7 +244,7 @@ class LiveRates:
         self.drafted: dict[str, int] = {}
 
     def add(self, record: RunRecord) -> None:
-        method = record.method
+        method = record.method + (f"[{record.arm}]" if record.arm else "")
         self.tokens[method] = self.tokens.get(method, 0) + record.new_tokens
         self.seconds[method] = self.seconds.get(method, 0.0) + record.timing.total_s
         self.accepted[method] = self.accepted.get(method, 0) + record.accounting.accepted_tokens

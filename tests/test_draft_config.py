@@ -1,5 +1,6 @@
 """The draft-length policy outside the core: `draft:` in configs, `--draft` on the command line, sweeps
-over policies, what records and manifests keep of it, and how the summary reports it."""
+over policies, what records and manifests keep of it, and how the summary reports it; and arms (config
+`arms:`), sd/cos variants with their own γ or policy in one run, timed against the same vanilla decodes."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from cos_bench.config import DraftSpec, config_from_command_line, config_to_dict
 from cos_bench.core import AutoDraft, ConfidenceDraft, FixedDraft, HeuristicDraft
 from cos_bench.errors import CosBenchError
 from cos_bench.manifest import comparable
-from cos_bench.metrics import flatten_record, summarize
+from cos_bench.metrics import flatten_record, load_records, summarize
 from cos_bench.record import RunRecord
-from cos_bench.report import summary_markdown
+from cos_bench.report import headline, summary_markdown
 from cos_bench.storage import RECORDS_NAME
 from cos_bench.sweep import cell_folder_name
 
@@ -224,20 +225,9 @@ def test_the_summary_splits_rows_by_policy_and_reports_mean_draft_length():
 
 
 def test_sweep_over_every_policy_end_to_end(tmp_path):
-    from tiny import save_tiny_pair
+    from tiny import tiny_pair_config
 
-    small, large = save_tiny_pair(tmp_path / "models")
-    data = {
-        **BASE,
-        "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
-        "methods": ["vanilla", "sd", "cos"],
-        "gamma": {"small": 2, "large": 1},
-        "limit": 1,
-        "max_new_tokens": 8,
-        "data_dir": str(Path(__file__).parent / "data" / "tasks"),
-        "warmup": 0,
-        "dtype": "float32",
-    }
+    data = tiny_pair_config(tmp_path, tasks=["gsm8k"], methods=["vanilla", "sd", "cos"], gamma={"small": 2, "large": 1}, max_new_tokens=8)
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "sweep"
@@ -252,3 +242,129 @@ def test_sweep_over_every_policy_end_to_end(tmp_path):
     summary = (out / "report" / "summary.md").read_text()
     assert summary.count("| cos |") == 4 and "mean draft length (small)" in summary
     assert (out / "report" / "sweep_draft.png").stat().st_size > 0
+
+
+# --- arms: more sd/cos variants — their own γ or draft policy — in one run, against the same vanilla decodes ---
+
+
+def test_arms_lay_their_gamma_and_policy_over_the_runs_and_round_trip():
+    cfg = config(
+        draft="confidence",
+        arms=[
+            {"method": "cos", "gamma": {"small": 3}},  # keeps the run's confidence policy
+            {"method": "cos", "draft": "heuristic"},  # a new policy starts from its own defaults
+            {"method": "sd", "draft": {"threshold": 0.2}},  # same policy: only the threshold changes
+        ],
+    )
+    gamma3, heuristic, threshold = cfg.arms
+    assert (gamma3.key, dict(gamma3.gamma), gamma3.draft) == ("cos[gamma.small=3]", {"small": 3, "large": 1}, DraftSpec("confidence", 0.4))
+    assert (heuristic.key, dict(heuristic.gamma), heuristic.draft) == ("cos[heuristic]", {"small": 5, "large": 1}, DraftSpec("heuristic"))
+    assert (threshold.key, threshold.draft) == ("sd[confidence-0.2]", DraftSpec("confidence", 0.2))
+    assert parse_config(config_to_dict(cfg), "round trip") == cfg
+    assert config().arms == ()
+
+
+def test_longest_drafts_cover_every_arm():
+    assert config(arms=[{"method": "cos", "gamma": {"small": 9, "large": 2}}]).longest_drafts == (9, 2)
+    assert config(arms=[{"method": "cos", "draft": "heuristic"}]).longest_drafts == (10, 2)
+
+
+@pytest.mark.parametrize(
+    "arms, message",
+    [
+        ([{"method": "vanilla", "draft": "heuristic"}], "exp.yaml: arms[0].method: must be one of sd, cos"),
+        ([{"method": "cos", "gama": {"small": 3}}], "exp.yaml: arms[0].gama: unknown key; did you mean 'gamma'?"),
+        ([{"method": "cos", "gamma": {"small": 5}}], "exp.yaml: arms[0]: changes nothing: give it a gamma or a draft policy"),
+        ([{"method": "cos"}], "exp.yaml: arms[0]: changes nothing"),
+        ([{"method": "cos", "gamma": {"small": 99}}], "exp.yaml: arms[0].gamma.small: must be ≤ 64 (got 99)"),
+        ([{"method": "cos", "gamma": {"tiny": 3}}], "exp.yaml: arms[0].gamma.tiny:"),
+        (
+            [{"method": "cos", "draft": "best"}],
+            "exp.yaml: arms[0].draft.policy: must be one of fixed, confidence, heuristic, auto (got str 'best')",
+        ),
+        (
+            [{"method": "cos", "draft": "auto"}, {"method": "cos", "draft": {"policy": "auto"}}],
+            "exp.yaml: arms[1]: cos[auto] is listed twice; list it once",
+        ),
+        ("cos", "exp.yaml: arms: must be a list"),
+    ],
+)
+def test_bad_arms_give_one_line_errors(arms, message):
+    with pytest.raises(CosBenchError) as caught:
+        config(arms=arms)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_the_plan_puts_each_examples_arms_right_after_its_methods():
+    from cos_bench.run import plan
+
+    cfg = config(methods=["vanilla", "cos"], arms=[{"method": "cos", "draft": "heuristic"}], limit=2)
+
+    class Task:
+        name = "gsm8k"
+
+    class Example:
+        def __init__(self, i):
+            self.example_id = f"gsm8k/{i}"
+
+    class Prompt:
+        def __init__(self, i):
+            self.example, self.index = Example(i), i
+
+    jobs = plan(cfg, [Task()], {"gsm8k": [Prompt(0), Prompt(1)]})
+    assert [(job.prompt.index, job.label) for job in jobs] == [
+        (0, "vanilla"), (0, "cos"), (0, "cos[heuristic]"), (1, "vanilla"), (1, "cos"), (1, "cos[heuristic]"),
+    ]  # fmt: skip
+    assert len({job.key for job in jobs}) == len(jobs)
+    arm_cfg = jobs[2].config(cfg)
+    assert arm_cfg.draft == DraftSpec("heuristic") and arm_cfg.arms == () and jobs[1].config(cfg) is cfg
+
+
+def test_a_run_with_arms_end_to_end(tmp_path):
+    """Greedy on tiny float32 models: every arm's ids equal vanilla's, each record names its arm, γ and
+    policy, the summary has a row per arm with its speedup over the run's vanilla, the headline puts the
+    arms in cos's cell, and adding an arm to a finished run decodes only the new arm."""
+    from tiny import tiny_pair_config
+
+    data = tiny_pair_config(
+        tmp_path,
+        combinations=[{"rule": "we", "weights": [0.5, 0.5]}, {"rule": "cd", "mu": 0.1, "expert": "large", "amateur": "small"}],
+        tasks=["gsm8k"],
+        methods=["vanilla", "cos"],
+        gamma={"small": 2, "large": 1},
+        arms=[{"method": "cos", "gamma": {"small": 4}}, {"method": "cos", "draft": "confidence"}],
+        limit=2,
+        max_new_tokens=10,
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "-c", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    assert len(lines) == 2 * 2 * 4  # prompts × settings × (vanilla, cos, two arms)
+    by_arm = {(r["method"], r.get("arm", "")) for r in lines}
+    assert by_arm == {("vanilla", ""), ("cos", ""), ("cos", "gamma.small=4"), ("cos", "confidence-0.4")}
+    arm = next(r for r in lines if r.get("arm") == "gamma.small=4")
+    assert arm["gammas"] == {"small": 4, "large": 1} and "draft" not in arm and arm["key"].split("|")[3] == "cos[gamma.small=4]"
+    assert next(r for r in lines if r.get("arm") == "confidence-0.4")["draft"] == "confidence-0.4"
+    vanilla = {(r["example_id"], r["setting"]): r["token_ids"] for r in lines if r["method"] == "vanilla"}
+    assert all(r["token_ids"] == vanilla[(r["example_id"], r["setting"])] for r in lines)
+
+    summary = summarize(load_records([out]))
+    cos = summary[summary["method"] == "cos"]
+    assert sorted(cos["arm"]) == ["", "", "confidence-0.4", "confidence-0.4", "gamma.small=4", "gamma.small=4"]
+    assert (cos["identical_to_vanilla"] == 1.0).all() and cos["speedup_mean"].notna().all()
+    headers, rows = headline(summary)
+    assert len(headers) <= 10 and headers.count("cos speedup") == 1
+    cell = rows[0][headers.index("cos speedup")]
+    assert "; gamma.small=4: " in cell and "; confidence-0.4: " in cell
+    assert "| arm |" in (out / "report" / "summary.md").read_text()
+
+    data["arms"].append({"method": "cos", "draft": "heuristic"})
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["run", "-c", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "16 records already there are kept and skipped" in result.output
+    lines = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
+    assert len(lines) == 20 and sum(r.get("arm") == "heuristic" for r in lines) == 4

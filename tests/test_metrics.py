@@ -358,7 +358,8 @@ def test_load_records_reads_sweep_fields(tmp_path):
 
 
 def test_the_small_run_summarises_as_before_the_typed_record(tmp_path):
-    # tests/data/small_run_summary.csv was written from the same records while they were still read as dicts.
+    # tests/data/small_run_summary.csv was written from the same records while they were still read as dicts
+    # (since then only the `arm` column was added, empty for every row: these records have no arms).
     write_summary_csv(summarize(load_records([SMALL_RUN])), tmp_path / "summary.csv")
     expected = (SMALL_RUN.parent / "small_run_summary.csv").read_text(encoding="utf-8")
     assert (tmp_path / "summary.csv").read_text(encoding="utf-8") == expected

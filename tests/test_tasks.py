@@ -417,30 +417,21 @@ def test_evaluate_ships_no_metric_to_load_offline(tmp_path: Path, monkeypatch) -
 
 def test_a_run_decodes_each_task_to_its_budget_and_stores_it(tmp_path: Path) -> None:
     import yaml
-    from tiny import save_tiny_pair
+    from tiny import tiny_pair_config
     from typer.testing import CliRunner
 
     from cos_bench.cli import app
 
-    small, large = save_tiny_pair(tmp_path / "models")
-    config = tmp_path / "exp.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "budgets",
-                "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
-                "combinations": [{"rule": "we", "weights": [0.5, 0.5]}],
-                "methods": ["vanilla", "cos"],
-                "gamma": {"small": 2},
-                "tasks": ["humaneval", "gsm8k"],
-                "limit": 1,
-                "max_new_tokens": {"gsm8k": 3, "humaneval": 5},
-                "data_dir": str(Path(__file__).parent / "data" / "tasks"),
-                "warmup": 0,
-                "dtype": "float32",
-            }
-        )
+    data = tiny_pair_config(
+        tmp_path,
+        name="budgets",
+        methods=["vanilla", "cos"],
+        gamma={"small": 2},
+        tasks=["humaneval", "gsm8k"],
+        max_new_tokens={"gsm8k": 3, "humaneval": 5},
     )
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -129,6 +129,24 @@ def save_tiny_pair(folder) -> tuple:
     return tuple(paths)
 
 
+def tiny_pair_config(folder, **changes) -> dict:
+    """A raw experiment config over `save_tiny_pair(folder / "models")`: the tests' task files, float32, no
+    warm-up, one example; `changes` replace keys."""
+    from pathlib import Path
+
+    small, large = save_tiny_pair(Path(folder) / "models")
+    return {
+        "name": "t",
+        "models": [{"name": "small", "source": str(small)}, {"name": "large", "source": str(large)}],
+        "combinations": [{"rule": "we", "weights": [0.5, 0.5]}],
+        "limit": 1,
+        "data_dir": str(Path(__file__).parent / "data" / "tasks"),
+        "warmup": 0,
+        "dtype": "float32",
+        **changes,
+    }
+
+
 def draft_policy(name: str, n: int, cheap: float) -> DraftPolicy:
     """Each draft policy as the exactness tests run it: under `auto`, model 0 costs `cheap` of every
     other model's step and α is trusted from the first verdict on, so short decodes adapt."""
