@@ -286,10 +286,17 @@ def _methods(rows: pd.DataFrame) -> list[str]:
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+# Names outside the registry (arms, "cos[heuristic]"): colours none of the registry's C0… uses, handed
+# out in the order names are first drawn, so the arms of one report differ and keep theirs in every plot.
+OTHER_COLOURS = ("#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f7f", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e")
+_other_colours: dict[str, str] = {}
+
+
 def _color(method: str) -> str:
-    """One colour per method in every plot: its place in the method registry's order."""
-    others = 0 if method in METHOD_ORDER else 1 + sum(map(ord, method))
-    return f"C{(METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + others) % 10}"
+    """One colour per method in every plot: its place in the method registry's order; other names a colour each."""
+    if method in METHOD_ORDER:
+        return f"C{METHOD_ORDER.index(method) % 10}"
+    return _other_colours.setdefault(method, OTHER_COLOURS[len(_other_colours) % len(OTHER_COLOURS)])
 
 
 def _method_handles(methods: Sequence[str], line: bool) -> list[Line2D]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cos_bench.config import Arm, Combination, ExperimentConfig, WeightedEnsembleSpec
@@ -257,7 +258,7 @@ class LiveRates:
             if self.drafted[method]:
                 part += f" acc {self.accepted[method] / self.drafted[method]:.2f}"
             parts.append(part)
-        return " | ".join(parts)
+        return escape(" | ".join(parts))  # an arm's "cos[heuristic]" is text, not a rich style tag
 
 
 def show(folder: Path, console: Console) -> None:

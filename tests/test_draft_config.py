@@ -368,3 +368,22 @@ def test_a_run_with_arms_end_to_end(tmp_path):
     assert "16 records already there are kept and skipped" in result.output
     lines = [json.loads(line) for line in (out / RECORDS_NAME).read_text().splitlines()]
     assert len(lines) == 20 and sum(r.get("arm") == "heuristic" for r in lines) == 4
+
+
+def test_the_progress_line_names_each_arm():
+    """rich reads "[heuristic]" as a style tag and drops it unless escaped: the bar would show "cos" twice."""
+    import dataclasses
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from cos_bench.run import LiveRates
+
+    template = RunRecord.from_json(json.loads((SMALL_RUN / RECORDS_NAME).read_text().splitlines()[0]))
+    live = LiveRates()
+    live.add(dataclasses.replace(template, method="cos"))
+    live.add(dataclasses.replace(template, method="cos", arm="heuristic"))
+    console = Console(record=True, width=200)
+    console.print(Text.from_markup(live.text()))
+    shown = console.export_text()
+    assert "cos[heuristic] " in shown and shown.count("cos") == 2
