@@ -44,6 +44,7 @@ from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES
 from cos_bench.errors import CosBenchError
 from cos_bench.methods import TWO_MODEL_WE_ONLY, method_names
 from cos_bench.paper import PAPER_SETTINGS
+from cos_bench.record import arm_method_name
 from cos_bench.tasks import TASKS
 
 # Package data, so an installed cos-bench has its configs; the repository's `configs/` links here.
@@ -280,7 +281,7 @@ class Arm:
     @property
     def key(self) -> str:
         """The method part of the arm's record keys, e.g. "cos[confidence-0.4]" (the base method's is "cos")."""
-        return f"{self.method}[{self.label}]"
+        return arm_method_name(self.method, self.label)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "gamma": dict(self.gamma), "draft": self.draft.to_dict()}

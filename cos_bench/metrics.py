@@ -256,6 +256,11 @@ def _reached_answer_share(group: pd.DataFrame) -> float:
     return float(((group["stop_reason"] != "max_new_tokens") | answered).mean())
 
 
+def arm_rows(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are arms' (config `arms:`); all False for a frame from before arms (no `arm` column)."""
+    return frame["arm"] != "" if "arm" in frame else pd.Series(False, index=frame.index)
+
+
 def sweep_columns(frame: pd.DataFrame) -> list[str]:
     return sorted(c for c in frame.columns if c.startswith(SWEEP_PREFIX))
 
@@ -324,20 +329,21 @@ def _comparison_columns(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
     pooled = _ratio(group["new_tokens"].sum(), group["total_s"].sum())
     vanilla_pooled = _ratio(reference["new_tokens"].sum(), reference["total_s"].sum())
     rates, vanilla_rates = _rates(group), _rates(reference)
-
-    def paired_speedups(by: str) -> pd.Series:
-        # Keys (repeats or prompts) missing on either side drop out.
-        return (rates.groupby(group[by]).mean() / vanilla_rates.groupby(reference[by]).mean()).dropna()
-
     return {
         "speedup_pooled": _ratio(pooled, vanilla_pooled),
         "speedup_mean": _ratio(rates.mean(), vanilla_rates.mean()),
-        "speedup_repeat_std": _std(paired_speedups("repeat")),
+        "speedup_repeat_std": _std(paired_speedups(group, reference, "repeat")),
         # Paired by prompt: prompts differ far more in length and difficulty than methods do, so pairing
         # takes that spread out of the noise estimate.
-        "speedup_prompt_se": _standard_error(paired_speedups("example_id")),
+        "speedup_prompt_se": _standard_error(paired_speedups(group, reference, "example_id")),
         "speedup_decode": _ratio(_decode_rate(group), _decode_rate(reference)),
     }
+
+
+def paired_speedups(group: pd.DataFrame, reference: pd.DataFrame, by: str) -> pd.Series:
+    """Tokens/s of `group`'s records ÷ the same of `reference`'s (vanilla's), each averaged per `by`
+    (a prompt's example_id, or a repeat); keys missing on either side drop out."""
+    return (_rates(group).groupby(group[by]).mean() / _rates(reference).groupby(reference[by]).mean()).dropna()
 
 
 def _decode_rate(group: pd.DataFrame) -> float:

@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cos_bench.errors import CosBenchError
-from cos_bench.metrics import METHOD_ORDER, SWEEP_PREFIX, ordered_gammas, sweep_columns
+from cos_bench.metrics import METHOD_ORDER, SWEEP_PREFIX, arm_rows, ordered_gammas, sweep_columns
+from cos_bench.record import arm_method_name
 
 FACET_KEYS = ("run", "setting", "temperature")  # one facet per run × setting × temperature (a run has one γ)
 MAX_COLUMNS = 4
@@ -273,11 +274,11 @@ def _gamma_text(gammas: Any, proposer: str) -> str:
 
 def _arms_as_methods(summary: pd.DataFrame) -> pd.DataFrame:
     """Each arm (config `arms:`) drawn as a method of its own, "cos[confidence-0.4]", beside the run's "cos"."""
-    if "arm" not in summary or not (summary["arm"] != "").any():
+    armed = arm_rows(summary)
+    if not armed.any():
         return summary
     named = summary.copy()
-    armed = named["arm"] != ""
-    named.loc[armed, "method"] = named.loc[armed, "method"] + "[" + named.loc[armed, "arm"] + "]"
+    named.loc[armed, "method"] = [arm_method_name(m, a) for m, a in zip(named.loc[armed, "method"], named.loc[armed, "arm"])]
     return named
 
 

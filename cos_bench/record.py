@@ -15,6 +15,11 @@ from cos_bench.core.records import DecodeResult, ModelAccounting
 from cos_bench.tasks.base import Score
 
 
+def arm_method_name(method: str, arm: str) -> str:
+    """How keys, the progress line and plots name a method's decodes: "cos", or an arm's "cos[confidence-0.4]"."""
+    return f"{method}[{arm}]" if arm else method
+
+
 @dataclass(frozen=True)
 class Timing:
     """Wall-clock seconds of one decode, read on a synchronised device (`timing.timed`)."""

@@ -25,6 +25,7 @@ from cos_bench.metrics import (
     COMPARE_KEYS,
     METHOD_ORDER,
     SWEEP_PREFIX,
+    arm_rows,
     load_records,
     mean_draft_length_column,
     summarize,
@@ -124,7 +125,7 @@ def display_columns(summary: pd.DataFrame) -> list[DisplayColumn]:
         DisplayColumn("T", _number("temperature", 1), "sampling temperature (0 = greedy)"),
         DisplayColumn("method", lambda r: str(r["method"]), ""),
     ]
-    if "arm" in summary and (summary["arm"] != "").any():
+    if arm_rows(summary).any():
         columns.append(DisplayColumn("arm", lambda r: str(r["arm"]) or "-", COLUMN_DOCS["arm"] + "; - = the run's own"))
     if summary["proposer"].nunique() > 1:
         columns.append(DisplayColumn("proposer", lambda r: str(r["proposer"]), ""))
@@ -222,7 +223,7 @@ ARMS_NOTE = "after a method's own speedup, each of its arms (config `arms:`) as 
 def headline_note(summary: pd.DataFrame) -> str:
     """The headline's legend; it explains the peer's cell only where the peer ran, and arms only where they ran."""
     note = HEADLINE_NOTE + ("; " + PEER_NOTE if summary["method"].isin(HF_ENSEMBLE_VARIANTS).any() else "")
-    return note + ("; " + ARMS_NOTE if "arm" in summary and (summary["arm"] != "").any() else "")
+    return note + ("; " + ARMS_NOTE if arm_rows(summary).any() else "")
 
 
 def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -233,9 +234,7 @@ def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     a column each would make 11 with vanilla, sd, cos and both. Each part keeps its own identity rate,
     since the peer is not exact by design and the headline's identity column is cos's. Arms (config
     `arms:`) share their method's cell for the same reason, after the run's own row."""
-    arms = summary[summary["arm"] != ""] if "arm" in summary else summary.iloc[:0]
-    summary = summary.drop(arms.index)
-    present = set(summary["method"]) | set(arms["method"])
+    present = set(summary["method"])
     methods = [m for m in METHOD_ORDER if m in present and m != "vanilla" and m not in HF_ENSEMBLE_VARIANTS]
     methods += sorted(present - set(METHOD_ORDER))
     peers = [m for m in HF_ENSEMBLE_VARIANTS if m in present]
@@ -245,8 +244,9 @@ def headline(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for _, group in summary.groupby(list(COMPARE_KEYS), sort=False, dropna=False):
         first = group.iloc[0]
-        by_method = {row["method"]: row for _, row in group.iterrows()}
-        group_arms = arms[np.logical_and.reduce([arms[k] == first[k] for k in COMPARE_KEYS])] if len(arms) else arms
+        armed = arm_rows(group)
+        by_method = {row["method"]: row for _, row in group[~armed].iterrows()}
+        group_arms = group[armed]
         lead = by_method.get("cos", by_method.get("sd"))
         task = f"{first['run']}: {first['task']}" if several_runs else str(first["task"])
         rows.append(

@@ -26,7 +26,7 @@ from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decod
 from cos_bench.manifest import build_manifest, open_results, with_history
 from cos_bench.methods import TWO_MODEL_WE_ONLY, hf_drafting
 from cos_bench.metrics import load_records, summarize
-from cos_bench.record import Calibration, RunRecord, Timing
+from cos_bench.record import Calibration, RunRecord, Timing, arm_method_name
 from cos_bench.report import render_headline, write_summary_report
 from cos_bench.storage import ResultsStore, exclusive_writer, record_key, write_manifest
 from cos_bench.tasks import get_task
@@ -49,7 +49,7 @@ class Job:
     @property
     def label(self) -> str:
         """The method as keys and the progress bar name it: "cos", or an arm's "cos[confidence-0.4]"."""
-        return self.method if self.arm is None else self.arm.key
+        return arm_method_name(self.method, "" if self.arm is None else self.arm.label)
 
     @property
     def key(self) -> str:
@@ -245,7 +245,7 @@ class LiveRates:
         self.drafted: dict[str, int] = {}
 
     def add(self, record: RunRecord) -> None:
-        method = record.method + (f"[{record.arm}]" if record.arm else "")
+        method = arm_method_name(record.method, record.arm)
         self.tokens[method] = self.tokens.get(method, 0) + record.new_tokens
         self.seconds[method] = self.seconds.get(method, 0.0) + record.timing.total_s
         self.accepted[method] = self.accepted.get(method, 0) + record.accounting.accepted_tokens

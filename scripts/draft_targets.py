@@ -17,9 +17,10 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from cos_bench.metrics import COMPARE_KEYS, load_records, summarize, sweep_columns
+from cos_bench.metrics import COMPARE_KEYS, load_records, paired_speedups, summarize, sweep_columns
 
 RATIO_TARGET, RATIO_FLOOR, GROUP_SHARE = 1.0, 0.95, 0.9
 PEER = "hf-ensemble"
@@ -32,13 +33,9 @@ def variant(row: pd.Series) -> str:
 
 def per_prompt_speedups(records: pd.DataFrame, group: pd.Series, method: str, arm: str) -> pd.Series:
     """Each prompt's tokens/s ÷ vanilla's on the same prompt (mean over repeats), by example id."""
-    same = pd.Series(True, index=records.index)
-    for key in group.index:
-        same &= records[key] == group[key]
-    rate = records["new_tokens"] / records["total_s"]
-    mine = rate[same & (records["method"] == method) & (records["arm"] == arm)].groupby(records["example_id"]).mean()
-    vanilla = rate[same & (records["method"] == "vanilla")].groupby(records["example_id"]).mean()
-    return (mine / vanilla).dropna()
+    same = np.logical_and.reduce([records[key] == group[key] for key in group.index])
+    mine = records[same & (records["method"] == method) & (records["arm"] == arm)]
+    return paired_speedups(mine, records[same & (records["method"] == "vanilla")], "example_id")
 
 
 def paired(records: pd.DataFrame, group: pd.Series, a: tuple[str, str], b: tuple[str, str]) -> str:
