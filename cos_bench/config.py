@@ -637,24 +637,39 @@ def _parse_arms(
     arms: list[Arm] = []
     for i, entry in enumerate(_list(origin, "arms", value, min_len=0)):
         key = f"arms[{i}]"
-        entry = _mapping(origin, key, entry)
-        _check_keys(origin, f"{key}.", entry, ARM_KEYS)
-        method = _choice(origin, f"{key}.method", entry.get("method"), DRAFT_POLICY_METHODS)
-        merged = merge_raw(
-            {"gamma": data.get("gamma") or {}, "draft": data.get("draft")}, {k: entry[k] for k in ("gamma", "draft") if k in entry}
-        )
-        arm_gamma = _parse_gamma(origin, merged["gamma"], names, proposer, max_new_tokens, f"{key}.gamma") if "gamma" in entry else gamma
-        arm_draft = _parse_draft(origin, f"{key}.draft", merged["draft"], arm_gamma, max_new_tokens) if "draft" in entry else draft
-        changed = [f"gamma.{n}={arm_gamma[n]}" for n in names if arm_gamma[n] != gamma[n]]
-        if arm_draft != draft:
-            changed.append(arm_draft.label)
-        if not changed:
+        arm = _parse_arm(origin, key, entry, data, names, proposer, gamma, draft, max_new_tokens)
+        if arm is None:
             raise _fail(origin, key, "changes nothing: give it a gamma or a draft policy that differs from the run's own, or drop it")
-        arm = Arm(method, arm_gamma, arm_draft, ",".join(changed))
         if any(other.key == arm.key for other in arms):
             raise _fail(origin, key, f"{arm.key} is listed twice; list it once")
         arms.append(arm)
     return tuple(arms)
+
+
+def _parse_arm(
+    origin: str,
+    key: str,
+    entry: Any,
+    data: Mapping,
+    names: Sequence[str],
+    proposer: str,
+    gamma: Mapping[str, int],
+    draft: DraftSpec,
+    max_new_tokens: int,
+) -> Arm | None:
+    """One `arms:` entry; None when its γ and draft are the run's own (it would repeat the run's decodes)."""
+    entry = _mapping(origin, key, entry)
+    _check_keys(origin, f"{key}.", entry, ARM_KEYS)
+    method = _choice(origin, f"{key}.method", entry.get("method"), DRAFT_POLICY_METHODS)
+    merged = merge_raw(
+        {"gamma": data.get("gamma") or {}, "draft": data.get("draft")}, {k: entry[k] for k in ("gamma", "draft") if k in entry}
+    )
+    arm_gamma = _parse_gamma(origin, merged["gamma"], names, proposer, max_new_tokens, f"{key}.gamma") if "gamma" in entry else gamma
+    arm_draft = _parse_draft(origin, f"{key}.draft", merged["draft"], arm_gamma, max_new_tokens) if "draft" in entry else draft
+    changed = [f"gamma.{n}={arm_gamma[n]}" for n in names if arm_gamma[n] != gamma[n]]
+    if arm_draft != draft:
+        changed.append(arm_draft.label)
+    return Arm(method, arm_gamma, arm_draft, ",".join(changed)) if changed else None
 
 
 def _parse_subjects(origin: str, value: Any) -> tuple[str, ...] | None:
@@ -1099,7 +1114,8 @@ def sweep_cells(cfg: ExperimentConfig) -> list[SweepCell]:
     Each cell's values are merged into the config's raw mapping and parsed once: λ sets
     [λ, 1−λ] on every we combination, μ sets every cd combination's μ (their labels are
     derived again); gamma, temperature, proposer and draft set the top-level values. A draft
-    policy appears in the cell's values (and records) by its label, e.g. "confidence-0.4".
+    policy appears in the cell's values (and records) by its label, e.g. "confidence-0.4". An arm
+    that a cell's own γ or draft equals is dropped from that cell: the cell's own method is it.
     """
     if cfg.sweep is None or cfg.sweep.is_empty:
         raise CosBenchError(
@@ -1114,8 +1130,27 @@ def sweep_cells(cfg: ExperimentConfig) -> list[SweepCell]:
             _apply_cell_value(data, key, value)
         values = FrozenMap({key: value.label if isinstance(value, DraftSpec) else value for (key, _), value in zip(axes, point)})
         data["combinations"] = _dedupe(data["combinations"])  # several we combos collapse under one λ
-        cells.append(SweepCell(values, parse_config(data, f"{cfg.name} sweep cell {_cell_label(values)}")))
+        origin = f"{cfg.name} sweep cell {_cell_label(values)}"
+        _drop_own_arms(data, origin)
+        cells.append(SweepCell(values, parse_config(data, origin)))
     return cells
+
+
+def _drop_own_arms(data: dict, origin: str) -> None:
+    """Drop the arms a sweep cell makes its own: in a γ or draft cell at an arm's value, that arm is the
+    cell's own `sd`/`cos`, whose decodes the cell already has (outside a sweep such an arm is an error)."""
+    entries = data.get("arms")
+    if not isinstance(entries, list) or not entries:
+        return  # nothing to drop; parse_config reports a malformed value
+    own = parse_config({**data, "arms": None}, origin)
+    shortest = min(own.budget(task) for task in own.tasks)
+    data["arms"] = [
+        entry
+        for i, entry in enumerate(entries)
+        if not isinstance(entry, Mapping)
+        or entry.get("method") not in own.methods
+        or _parse_arm(origin, f"arms[{i}]", entry, data, own.model_names, own.proposer, own.gamma, own.draft, shortest) is not None
+    ]
 
 
 # --------------------------------------------------------------------------- internals

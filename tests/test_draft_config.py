@@ -295,6 +295,30 @@ def test_bad_arms_give_one_line_errors(arms, message):
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
+def test_a_sweep_cell_drops_the_arms_it_makes_its_own():
+    # A γ or draft grid through an arm's value: in that cell the arm is the cell's own cos, so the cell
+    # keeps its own decodes of it instead of stopping the whole sweep with "changes nothing".
+    cfg = config(
+        arms=[{"method": "cos", "gamma": {"small": 3}}, {"method": "cos", "draft": "confidence"}],
+        sweep={"gamma": {"small": [3, 5]}, "draft": ["fixed", "confidence"]},
+    )
+    cells = sweep_cells(cfg)
+    assert {cell.label: [arm.key for arm in cell.config.arms] for cell in cells} == {
+        "gamma.small=3,draft=fixed": ["cos[confidence-0.4]"],
+        "gamma.small=3,draft=confidence-0.4": [],
+        "gamma.small=5,draft=fixed": ["cos[gamma.small=3]", "cos[confidence-0.4]"],
+        "gamma.small=5,draft=confidence-0.4": ["cos[gamma.small=3]"],
+    }
+    for cell in cells:
+        assert parse_config(config_to_dict(cell.config), "round trip") == cell.config
+
+
+def test_a_sweep_cell_keeps_rejecting_an_arm_that_adds_a_method_at_the_runs_own_settings():
+    cfg = config(methods=["vanilla", "cos"], arms=[{"method": "sd", "gamma": {"small": 3}}], sweep={"gamma": {"small": [3, 5]}})
+    with pytest.raises(CosBenchError, match=r"^t sweep cell gamma.small=3: arms\[0\]: changes nothing"):
+        sweep_cells(cfg)
+
+
 def test_the_plan_puts_each_examples_arms_right_after_its_methods():
     from cos_bench.run import plan
 
