@@ -104,15 +104,18 @@ def resolve_device(preference: str | None = "auto") -> torch.device:
 
 
 def resolve_dtype(preference: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """`auto` (or None): bf16 on CUDA that supports it (else fp16), fp16 on MPS; on CPU,
-    bf16 where the processor has native bf16 arithmetic (AVX512-BF16 or AMX), else fp32.
+    """`auto` (or None): bf16 on CUDA that supports it (else fp16), fp16 on MPS; on CPU, bf16 where the
+    processor has native bf16 arithmetic (AVX512-BF16 or AMX) or AVX2, else fp32.
 
-    On CPUs without native bf16 its matmuls are emulated and slower than fp32. Where it is
-    native, decoding is memory-bound and bf16 halves the bytes read per step (measured here:
-    0.5B step 95 ms vs 190 ms, 1.5B 250 ms vs 445 ms). The price, as on GPUs: a batched
-    verification pass and token-by-token decoding round differently, so greedy speculative
-    output can drift from vanilla at near-ties; the reports show how often (`identical`).
-    Pass --dtype float32 for the tightest token identity.
+    Decoding is memory-bound and bf16 halves the bytes read per step. Measured with
+    `scripts/cpu_isa_steps.py` on the offline pair (0.5B, 1.5B; 2 threads): with native bf16, a step
+    takes 36 / 96 ms against fp32's 115 / 291; on an x86 CPU with AVX2 and no native bf16 (emulated:
+    `scripts/emulate_avx2.py`), where ATen's own bf16 kernels convert on the fly, bf16 still beats fp32
+    in every forward timed (steps 35 / 88 ms vs 119 / 300; 6-token passes of the 1.5B 384 vs 630 ms)
+    and loading both models peaks at 4.8 GB instead of 13.6 GB. The price, as on GPUs: a batched
+    verification pass and token-by-token decoding round differently, so greedy speculative output can
+    drift from vanilla at near-ties; the reports show how often (`identical`). Pass --dtype float32
+    for the tightest token identity.
     """
     if isinstance(preference, torch.dtype):
         dtype = preference
@@ -123,7 +126,7 @@ def resolve_dtype(preference: str | torch.dtype | None, device: torch.device) ->
                 return torch.bfloat16 if _cuda_bf16(device) else torch.float16
             if device.type == "mps":
                 return torch.float16  # bf16 on MPS needs a recent macOS and is patchy across ops
-            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+            return torch.bfloat16 if cpu_bf16_beats_fp32() else torch.float32
         if choice not in _DTYPES:
             raise CosBenchError(f"unknown dtype {preference!r}; use auto, bfloat16, float16 or float32")
         dtype = _DTYPES[choice]
@@ -134,13 +137,65 @@ def resolve_dtype(preference: str | torch.dtype | None, device: torch.device) ->
     return dtype
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU advertises bf16 arithmetic (Linux /proc/cpuinfo flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def cpu_bf16_beats_fp32(cpuinfo: str | None = None) -> bool:
+    """True where bf16 was measured faster than fp32 (`resolve_dtype`): CPUs with native bf16
+    arithmetic or AVX2, by the flags in `cpuinfo` (default: Linux's /proc/cpuinfo); elsewhere (no
+    flags to read, other ISAs) False."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return not {"avx512_bf16", "amx_bf16", "avx2"}.isdisjoint(cpuinfo.split())
+
+
+class SingleTokenOneDNN:
+    """Whether a model's single-token forwards (a decoding step) use oneDNN; longer feeds keep torch's choice.
+
+    On a CPU with AVX-512, PyTorch sends bf16 matmuls to oneDNN, which at one token ran 1.7–1.9×
+    slower here than ATen's own kernels (0.5B 62.8 vs 36.0 ms, 1.5B 178.8 vs 96.4 ms), while for a
+    6-token verification pass it was 2.8× faster (140 vs 387 ms): `scripts/cpu_isa_steps.py`. The run
+    times both per model and keeps the faster (`run.calibrate`); the switch sits on the model, not in
+    a runner, so every path through it (the runners and the transformers peer's `generate`) steps alike.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self._model = model
+        self._handles: list = []
+        self._saved: list[bool] = []
+
+    @property
+    def enabled(self) -> bool:
+        return not self._handles
+
+    def set(self, enabled: bool) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if not enabled:
+            self._handles = [
+                self._model.register_forward_pre_hook(self._before, with_kwargs=True),
+                self._model.register_forward_hook(self._after, always_call=True),  # restores even when the forward raises
+            ]
+
+    def _before(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        single = ids is not None and ids.shape[-1] == 1
+        self._saved.append(torch.backends.mkldnn.enabled)
+        if single:
+            torch.backends.mkldnn.enabled = False
+
+    def _after(self, _module: torch.nn.Module, _args: tuple, _output: Any) -> None:
+        torch.backends.mkldnn.enabled = self._saved.pop()
+
+
+def single_token_onednn(model: torch.nn.Module) -> SingleTokenOneDNN:
+    """The model's switch (one per model, kept on it: models are shared across sweep cells)."""
+    switch = getattr(model, "_cos_bench_single_token_onednn", None)
+    if switch is None:
+        switch = SingleTokenOneDNN(model)
+        model._cos_bench_single_token_onednn = switch
+    return switch
 
 
 def _cuda_bf16(device: torch.device) -> bool:

@@ -32,7 +32,17 @@ from cos_bench.storage import ResultsStore, exclusive_writer, record_key, write_
 from cos_bench.tasks import get_task
 from cos_bench.tasks.base import Task
 from cos_bench.tasks.data import resolve_data_source
-from cos_bench.timing import C_HOW, PASS_HOW, cost_ratio, pass_seconds, pass_tokens, step_seconds, timed
+from cos_bench.timing import (
+    C_HOW,
+    ONEDNN_HOW,
+    PASS_HOW,
+    choose_single_token_onednn,
+    cost_ratio,
+    pass_seconds,
+    pass_tokens,
+    step_seconds,
+    timed,
+)
 
 WARMUP_TOKENS = 8  # enough to run every code path (drafting, verification, rollback) once
 
@@ -126,6 +136,9 @@ def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[P
 
 def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.Tensor], console: Console) -> dict:
     console.print("measuring each model's single-step and verification-pass forward times (for c and the pass cost)")
+    onednn = {}
+    if engine.kind == "eager":  # a compiled forward is inductor's code: no library to choose
+        onednn = choose_single_token_onednn(engine.runners, [m.model for m in engine.models], prompt_ids, engine.device)
     step = {runner.name: step_seconds(runner, prompt_ids, engine.device) for runner in engine.runners}
     tokens = pass_tokens(dict(zip(cfg.model_names, cfg.gammas)), cfg.proposer)
     passes = {runner.name: pass_seconds(runner, prompt_ids, engine.device, tokens[runner.name]) for runner in engine.runners}
@@ -138,6 +151,7 @@ def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.
         "pass_seconds": passes,
         "pass_cost": {name: passes[name] / step[name] for name in passes},
         "pass_how": PASS_HOW,
+        **({"single_token_onednn": onednn, "single_token_onednn_how": ONEDNN_HOW} if onednn else {}),
     }
 
 

@@ -20,6 +20,7 @@ import torch
 
 from cos_bench.core.runner import ModelRunner
 from cos_bench.errors import CosBenchError
+from cos_bench.models import single_token_onednn
 
 T = TypeVar("T")
 
@@ -27,6 +28,11 @@ C_HOW = "c = median single-token forward time of the proposer / that of the othe
 PASS_HOW = (
     "pass cost = median time of one forward pass feeding k tokens (k = γ of the model it verifies + 1; with n > 2 "
     "models, the default proposer's γ + 1) / median single-token forward time of the same model, on this run's prompts"
+)
+
+ONEDNN_HOW = (
+    "per model, median single-token forward time with oneDNN on and with it off (6 steps after a prefill of each "
+    "calibration prompt); the faster is kept for the run's single-token forwards, longer feeds keep torch's default"
 )
 
 
@@ -88,3 +94,24 @@ def cost_ratio(step: Mapping[str, float], proposer: str) -> float | None:
         return None
     (other,) = [name for name in step if name != proposer]
     return step[proposer] / step[other]
+
+
+def choose_single_token_onednn(
+    runners: Sequence[ModelRunner], models: Sequence[torch.nn.Module], prompts: Sequence[torch.Tensor], device: torch.device
+) -> dict[str, dict]:
+    """On the CPU, per model: time a single-token forward with oneDNN on and off and keep the faster
+    (`models.SingleTokenOneDNN` says why). A vanilla step slower than the hardware allows would
+    inflate every speedup. Returns {model: {onednn, on_ms, off_ms}}; {} where there is no choice."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
+        return {}
+    chosen = {}
+    for runner, model in zip(runners, models, strict=True):
+        switch = single_token_onednn(model)
+        seconds = {}
+        for enabled in (True, False):
+            switch.set(enabled)
+            seconds[enabled] = step_seconds(runner, prompts, device)
+        keep = seconds[True] <= seconds[False]  # a tie keeps torch's own default
+        switch.set(keep)
+        chosen[runner.name] = {"onednn": keep, "on_ms": seconds[True] * 1e3, "off_ms": seconds[False] * 1e3}
+    return chosen

@@ -22,6 +22,7 @@ from cos_bench.errors import CosBenchError
 from cos_bench.models import (
     LoadedModel,
     check_same_tokenizer,
+    cpu_bf16_beats_fp32,
     load_model,
     parse_spec,
     resolve_device,
@@ -35,7 +36,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 @pytest.fixture(autouse=True)
 def fp32_on_cpu(monkeypatch):
     """Loading tests expect float32 on the CPU whatever this machine's bf16 support (dtype choice is tested apart)."""
-    monkeypatch.setattr(cbm, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(cbm, "cpu_bf16_beats_fp32", lambda: False)
 
 
 # --- tiny builders ------------------------------------------------------------------------
@@ -182,13 +183,28 @@ def test_resolve_device_explicit(monkeypatch):
             resolve_device(bad)
 
 
+@pytest.mark.parametrize(
+    "flags, faster",
+    [
+        ("fpu sse2 avx avx2 fma avx512f avx512_bf16", True),  # native bf16
+        ("fpu sse2 avx amx_bf16 amx_tile", True),
+        ("fpu sse2 avx avx2 fma", True),  # AVX2 only: ATen's own bf16 kernels, still faster than fp32
+        ("fpu sse2 avx fma", False),  # no AVX2: not measured
+        ("fp asimd evtstrm aes", False),  # an Arm CPU without bf16
+        ("flags: avx512f avx512bw avx2x", False),  # words, not substrings
+    ],
+)
+def test_cpu_bf16_beats_fp32_reads_the_flags(flags, faster):
+    assert cpu_bf16_beats_fp32(f"processor : 0\nflags : {flags}\n") is faster
+
+
 def test_resolve_dtype(monkeypatch):
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     _fake_accelerators(monkeypatch, cuda=True, mps=False, bf16=True)
-    monkeypatch.setattr(cbm, "cpu_has_native_bf16", lambda: False)
-    assert resolve_dtype("auto", cpu) == torch.float32  # emulated bf16 is slower than fp32
-    monkeypatch.setattr(cbm, "cpu_has_native_bf16", lambda: True)
-    assert resolve_dtype("auto", cpu) == torch.bfloat16  # native bf16: half the bytes per step
+    monkeypatch.setattr(cbm, "cpu_bf16_beats_fp32", lambda: False)
+    assert resolve_dtype("auto", cpu) == torch.float32  # neither AVX2 nor native bf16: not measured faster
+    monkeypatch.setattr(cbm, "cpu_bf16_beats_fp32", lambda: True)
+    assert resolve_dtype("auto", cpu) == torch.bfloat16  # half the bytes per step
     assert resolve_dtype(None, cuda) == torch.bfloat16
     assert resolve_dtype("auto", mps) == torch.float16
     assert resolve_dtype("bf16", cpu) == torch.bfloat16

@@ -13,6 +13,7 @@ from tiny import tiny_llama
 from cos_bench import run, timing
 from cos_bench.core import HFRunner
 from cos_bench.errors import CosBenchError
+from cos_bench.models import single_token_onednn
 from cos_bench.timing import PASS_HOW, pass_seconds, pass_tokens, step_seconds
 
 VOCAB = 64
@@ -69,6 +70,10 @@ def spy(name: str, seed: int, cls=SpyRunner) -> SpyRunner:
     return cls(HFRunner(name, tiny_llama(seed, VOCAB), VOCAB))
 
 
+def eager_engine(runners: list[SpyRunner]) -> SimpleNamespace:
+    return SimpleNamespace(runners=runners, models=[SimpleNamespace(model=r.inner.model) for r in runners], device=CPU, kind="eager")
+
+
 def test_pass_seconds_feeds_k_tokens_at_the_prompts_length_every_time():
     runner = spy("m", 0)
     seconds = pass_seconds(runner, PROMPTS, CPU, tokens=4, repeats=3)
@@ -112,8 +117,7 @@ def test_calibrate_reports_the_verification_pass_of_each_model(monkeypatch):
     FED.clear()
     runners = [spy("small", 0, CountingRunner), spy("large", 1, CountingRunner)]
     cfg = SimpleNamespace(model_names=("small", "large"), gammas=(4, 1), proposer="small")
-    engine = SimpleNamespace(runners=runners, device=CPU)
-    calibration = run.calibrate(cfg, engine, PROMPTS, Console(file=io.StringIO()))
+    calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
     assert set(calibration) >= {"step_seconds", "c", "c_how", "proposer"}  # the keys that were there before
     assert calibration["pass_tokens"] == {"small": 2, "large": 5}  # large verifies small's 4 drafts (+1)
     assert calibration["pass_seconds"] == pytest.approx({"small": 0.02, "large": 0.05})
@@ -125,8 +129,70 @@ def test_calibrate_reports_the_verification_pass_of_each_model(monkeypatch):
 def test_calibrate_on_real_clocks_gives_consistent_ratios():
     runners = [spy("small", 0), spy("large", 1)]
     cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 2), proposer="small")
-    calibration = run.calibrate(cfg, SimpleNamespace(runners=runners, device=CPU), PROMPTS, Console(file=io.StringIO()))
+    calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
     for name in ("small", "large"):
         assert calibration["pass_cost"][name] == pytest.approx(calibration["pass_seconds"][name] / calibration["step_seconds"][name])
     assert {k for _, k, keep in runners[1].feeds if keep > 1} == {4}  # large's timed passes: γ_small + 1 tokens
     assert {k for _, k, keep in runners[0].feeds if keep > 1} == {3}
+
+
+# --- oneDNN for single-token forwards: measured per model, the faster kept ----------------------
+
+
+def probe_onednn(model) -> list[bool]:
+    """The oneDNN flag as the model's first layer sees it, once per forward."""
+    seen: list[bool] = []
+    model.model.layers[0].register_forward_pre_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    return seen
+
+
+def test_the_switch_turns_onednn_off_for_single_token_forwards_only_and_always_restores_it():
+    model = tiny_llama(0, VOCAB)
+    seen = probe_onednn(model)
+    switch = single_token_onednn(model)
+    assert single_token_onednn(model) is switch and switch.enabled  # one switch per model, on until set
+    switch.set(False)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[3]]))
+        model(input_ids=torch.tensor([[3, 4, 5]]))
+        model(torch.tensor([[3]]))  # positional ids too (generate passes keywords, others may not)
+    assert seen == [False, True, False] and torch.backends.mkldnn.enabled
+    with pytest.raises(IndexError), torch.no_grad():
+        model(input_ids=torch.tensor([[VOCAB + 5]]))  # out of the embedding: the forward raises
+    assert torch.backends.mkldnn.enabled  # restored anyway
+    switch.set(True)
+    switch.set(True)  # idempotent: no hook is left behind
+    seen.clear()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[3]]))
+    assert seen == [True] and switch.enabled
+
+
+@pytest.mark.parametrize("off_ms, kept", [(30.0, False), (90.0, True), (60.0, True)])
+def test_calibration_keeps_the_faster_single_token_library_per_model(monkeypatch, off_ms, kept):
+    runners = [spy("small", 0), spy("large", 1)]
+    models = [r.inner.model for r in runners]
+    # A clock that reads 60 ms per single step with oneDNN on and off_ms with it off.
+    monkeypatch.setattr(
+        timing, "step_seconds", lambda runner, prompts, device: (60.0 if single_token_onednn(runner.inner.model).enabled else off_ms) / 1e3
+    )
+    chosen = timing.choose_single_token_onednn(runners, models, PROMPTS, CPU)
+    assert list(chosen) == ["small", "large"]
+    for choice in chosen.values():
+        assert choice["onednn"] is kept and choice["on_ms"] == pytest.approx(60.0) and choice["off_ms"] == pytest.approx(off_ms)
+    assert [single_token_onednn(m).enabled for m in models] == [kept, kept]
+    assert timing.choose_single_token_onednn(runners, models, PROMPTS, torch.device("meta")) == {}  # only CPUs choose
+
+
+def test_calibrate_records_the_choice_with_how_it_was_made():
+    runners = [spy("small", 0), spy("large", 1)]
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 1), proposer="small")
+    calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
+    assert calibration["single_token_onednn_how"] == timing.ONEDNN_HOW
+    for name, runner in zip(("small", "large"), runners):
+        choice = calibration["single_token_onednn"][name]
+        assert choice["onednn"] == (choice["on_ms"] <= choice["off_ms"]) == single_token_onednn(runner.inner.model).enabled
+    compiled = run.calibrate(
+        cfg, SimpleNamespace(**{**vars(eager_engine(runners)), "kind": "compiled"}), PROMPTS, Console(file=io.StringIO())
+    )
+    assert "single_token_onednn" not in compiled
