@@ -101,7 +101,7 @@ def choose_single_token_onednn(
 ) -> dict[str, dict]:
     """On the CPU, per model: time a single-token forward with oneDNN on and off and keep the faster
     (`models.SingleTokenOneDNN` says why). A vanilla step slower than the hardware allows would
-    inflate every speedup. Returns {model: {onednn, on_ms, off_ms}}; {} where there is no choice."""
+    inflate every speedup. Returns {model: {onednn, on_ms, off_ms, kept_ms}}; {} where there is no choice."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
         return {}
     chosen = {}
@@ -113,5 +113,5 @@ def choose_single_token_onednn(
             seconds[enabled] = step_seconds(runner, prompts, device)
         keep = seconds[True] <= seconds[False]  # a tie keeps torch's own default
         switch.set(keep)
-        chosen[runner.name] = {"onednn": keep, "on_ms": seconds[True] * 1e3, "off_ms": seconds[False] * 1e3}
+        chosen[runner.name] = {"onednn": keep, "on_ms": seconds[True] * 1e3, "off_ms": seconds[False] * 1e3, "kept_ms": seconds[keep] * 1e3}
     return chosen

@@ -180,6 +180,7 @@ def test_calibration_keeps_the_faster_single_token_library_per_model(monkeypatch
     assert list(chosen) == ["small", "large"]
     for choice in chosen.values():
         assert choice["onednn"] is kept and choice["on_ms"] == pytest.approx(60.0) and choice["off_ms"] == pytest.approx(off_ms)
+        assert choice["kept_ms"] == pytest.approx(60.0 if kept else off_ms)
     assert [single_token_onednn(m).enabled for m in models] == [kept, kept]
     assert timing.choose_single_token_onednn(runners, models, PROMPTS, torch.device("meta")) == {}  # only CPUs choose
 
@@ -192,6 +193,7 @@ def test_calibrate_records_the_choice_with_how_it_was_made():
     for name, runner in zip(("small", "large"), runners):
         choice = calibration["single_token_onednn"][name]
         assert choice["onednn"] == (choice["on_ms"] <= choice["off_ms"]) == single_token_onednn(runner.inner.model).enabled
+        assert calibration["step_seconds"][name] * 1e3 == pytest.approx(min(choice["on_ms"], choice["off_ms"]))  # timed once, reused
     compiled = run.calibrate(
         cfg, SimpleNamespace(**{**vars(eager_engine(runners)), "kind": "compiled"}), PROMPTS, Console(file=io.StringIO())
     )
