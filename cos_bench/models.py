@@ -152,9 +152,9 @@ def cpu_bf16_beats_fp32(cpuinfo: str | None = None) -> bool:
 class SingleTokenOneDNN:
     """Whether a model's single-token forwards (a decoding step) use oneDNN; longer feeds keep torch's choice.
 
-    On a CPU with AVX-512, PyTorch sends bf16 matmuls to oneDNN, which at one token ran 1.7–1.9×
-    slower here than ATen's own kernels (0.5B 62.8 vs 36.0 ms, 1.5B 178.8 vs 96.4 ms), while for a
-    6-token verification pass it was 2.8× faster (140 vs 387 ms): `scripts/cpu_isa_steps.py`. The run
+    On a CPU with AVX-512, PyTorch sends bf16 matmuls to oneDNN, which at one token ran 1.4–1.9×
+    slower here than ATen's own kernels (0.5B 62.8 vs 36.0 ms, 1.5B 178.8 vs 96.4 ms alone; 56 vs 36 and
+    139 vs 100 ms in a run's calibration), while for a 6-token verification pass it was 2.8× faster (140 vs 387 ms): `scripts/cpu_isa_steps.py`. The run
     times both per model and keeps the faster (`run.calibrate`); the switch sits on the model, not in
     a runner, so every path through it (the runners and the transformers peer's `generate`) steps alike.
     """
