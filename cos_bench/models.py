@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from cos_bench.errors import CosBenchError
 from cos_bench.offline import (
@@ -149,30 +150,26 @@ def cpu_bf16_beats_fp32(cpuinfo: str | None = None) -> bool:
     return not {"avx512_bf16", "amx_bf16", "avx2"}.isdisjoint(cpuinfo.split())
 
 
-class SingleTokenOneDNN:
-    """Whether a model's single-token forwards (a decoding step) use oneDNN; longer feeds keep torch's choice.
-
-    On a CPU with AVX-512, PyTorch sends bf16 matmuls to oneDNN, which at one token ran 1.4–1.9×
-    slower here than ATen's own kernels (0.5B 62.8 vs 36.0 ms, 1.5B 178.8 vs 96.4 ms alone; 56 vs 36 and
-    139 vs 100 ms in a run's calibration), while for a 6-token verification pass it was 2.8× faster (140 vs 387 ms): `scripts/cpu_isa_steps.py`. The run
-    times both per model and keeps the faster (`run.calibrate`); the switch sits on the model, not in
-    a runner, so every path through it (the runners and the transformers peer's `generate`) steps alike.
-    """
+class _ForwardSwitch:
+    """A per-model setting applied around each forward by hooks on the model, so every path through it
+    (the runners and the transformers peer's `generate`) runs alike; restored after every forward,
+    even one that raises. Subclasses say what a forward of given input ids enters (`_enter`) and how
+    to leave it (`_leave`)."""
 
     def __init__(self, model: torch.nn.Module):
         self._model = model
         self._handles: list = []
-        self._saved: list[bool] = []
+        self._saved: list[Any] = []
 
     @property
-    def enabled(self) -> bool:
-        return not self._handles
+    def hooked(self) -> bool:
+        return bool(self._handles)
 
-    def set(self, enabled: bool) -> None:
+    def _hook(self, on: bool) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if not enabled:
+        if on:
             self._handles = [
                 self._model.register_forward_pre_hook(self._before, with_kwargs=True),
                 self._model.register_forward_hook(self._after, always_call=True),  # restores even when the forward raises
@@ -180,22 +177,118 @@ class SingleTokenOneDNN:
 
     def _before(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        single = ids is not None and ids.shape[-1] == 1
-        self._saved.append(torch.backends.mkldnn.enabled)
-        if single:
-            torch.backends.mkldnn.enabled = False
+        self._saved.append(self._enter(0 if ids is None else int(ids.shape[-1])))
 
     def _after(self, _module: torch.nn.Module, _args: tuple, _output: Any) -> None:
-        torch.backends.mkldnn.enabled = self._saved.pop()
+        self._leave(self._saved.pop())
+
+    def _enter(self, fed: int) -> Any:
+        raise NotImplementedError
+
+    def _leave(self, saved: Any) -> None:
+        raise NotImplementedError
+
+
+class SingleTokenOneDNN(_ForwardSwitch):
+    """Whether a model's single-token forwards (a decoding step) use oneDNN; longer feeds keep torch's choice.
+
+    On a CPU with AVX-512, PyTorch sends bf16 matmuls to oneDNN, which at one token ran 1.4–1.9×
+    slower here than ATen's own kernels (0.5B 62.8 vs 36.0 ms, 1.5B 178.8 vs 96.4 ms alone; 56 vs 36 and
+    139 vs 100 ms in a run's calibration), while for a 6-token verification pass it was 2.8× faster
+    (140 vs 387 ms): `scripts/cpu_isa_steps.py`. The run times both per model and keeps the faster
+    (`run.calibrate`).
+    """
+
+    @property
+    def enabled(self) -> bool:
+        return not self.hooked
+
+    def set(self, enabled: bool) -> None:
+        self._hook(not enabled)
+
+    def _enter(self, fed: int) -> bool:
+        saved = torch.backends.mkldnn.enabled
+        if fed == 1:
+            torch.backends.mkldnn.enabled = False
+        return saved
+
+    def _leave(self, saved: bool) -> None:
+        torch.backends.mkldnn.enabled = saved
+
+
+LONG_FEED_TOKENS = 64  # rows from which a bf16 linear layer may run in fp32 (the crossover measured ≈ 40)
+
+
+class _Float32Linear(TorchFunctionMode):
+    """Linear layers of ≥ LONG_FEED_TOKENS bf16 rows computed in fp32: inputs, weights and bias upcast
+    exactly, fp32 accumulation as ATen's bf16 kernel does, the output rounded back to bf16."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear:
+            x, weight, *rest = args
+            bias = rest[0] if rest else kwargs.get("bias")
+            if x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() >= LONG_FEED_TOKENS * x.shape[-1]:
+                out = torch.nn.functional.linear(x.float(), weight.float(), None if bias is None else bias.float())
+                return out.to(torch.bfloat16)
+        return func(*args, **kwargs)
+
+
+class LongFeedFloat32(_ForwardSwitch):
+    """Whether a bf16 model's long feeds (prefills) run their linear layers in fp32.
+
+    On an x86 CPU without native bf16 and without AVX-512, PyTorch has no fast bf16 matrix product:
+    oneDNN is not used and ATen's own kernel converts as it goes. At one token that is still the
+    fastest (memory-bound; `resolve_dtype`), but a prefill is compute-bound, and there a 311-row
+    bf16 product ran at 55 GFLOP/s against fp32's 186, the weight's upcast included (a 1536 × 8960
+    layer: 156 vs 59 ms; `scripts/emulate_avx2.py`). The run times a prefill both ways per model and
+    keeps the faster (`run.calibrate`); steps and verification passes stay in bf16, and the weights
+    stay bf16 in memory (one layer's fp32 copy at a time).
+    """
+
+    @property
+    def enabled(self) -> bool:
+        return self.hooked
+
+    def set(self, enabled: bool) -> None:
+        self._hook(enabled)
+
+    def _enter(self, fed: int) -> _Float32Linear | None:
+        if fed < LONG_FEED_TOKENS:
+            return None
+        mode = _Float32Linear()
+        mode.__enter__()
+        return mode
+
+    def _leave(self, mode: _Float32Linear | None) -> None:
+        if mode is not None:
+            mode.__exit__(None, None, None)
+
+
+def bf16_products_lack_a_fast_kernel(model: torch.nn.Module) -> bool:
+    """A bf16 model on a CPU where torch will not send its matrix products to oneDNN (no AVX-512 or
+    native bf16, or oneDNN off): where `LongFeedFloat32` can win."""
+    parameter = next(model.parameters())
+    if parameter.dtype != torch.bfloat16 or parameter.device.type != "cpu":
+        return False
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    return not (onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _switch(model: torch.nn.Module, kind: type[_ForwardSwitch]) -> Any:
+    """The model's switch of this kind (one per model, kept on it: models are shared across sweep cells)."""
+    switches = model.__dict__.setdefault("_cos_bench_switches", {})
+    if kind not in switches:
+        switches[kind] = kind(model)
+    return switches[kind]
 
 
 def single_token_onednn(model: torch.nn.Module) -> SingleTokenOneDNN:
-    """The model's switch (one per model, kept on it: models are shared across sweep cells)."""
-    switch = getattr(model, "_cos_bench_single_token_onednn", None)
-    if switch is None:
-        switch = SingleTokenOneDNN(model)
-        model._cos_bench_single_token_onednn = switch
-    return switch
+    return _switch(model, SingleTokenOneDNN)
+
+
+def long_feed_float32(model: torch.nn.Module) -> LongFeedFloat32:
+    return _switch(model, LongFeedFloat32)
 
 
 def _cuda_bf16(device: torch.device) -> bool:

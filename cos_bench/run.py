@@ -34,17 +34,20 @@ from cos_bench.tasks.base import Task
 from cos_bench.tasks.data import resolve_data_source
 from cos_bench.timing import (
     C_HOW,
+    LONG_FEED_HOW,
     ONEDNN_HOW,
     PASS_HOW,
-    choose_single_token_onednn,
+    choose_long_feed_float32,
     cost_ratio,
-    pass_seconds,
     pass_tokens,
-    step_seconds,
+    time_forwards,
     timed,
 )
 
 WARMUP_TOKENS = 8  # enough to run every code path (drafting, verification, rollback) once
+# An eager warm-up decode feeds only the start of the first prompt: it exists to run every code path
+# once, and a full prefill per (setting, method) cost minutes on a CPU without fast bf16 products.
+WARMUP_PROMPT_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -136,15 +139,23 @@ def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[P
 
 def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.Tensor], console: Console) -> dict:
     console.print("measuring each model's single-step and verification-pass forward times (for c and the pass cost)")
-    onednn = {}
-    if engine.kind == "eager":  # a compiled forward is inductor's code: no library to choose
-        onednn = choose_single_token_onednn(engine.runners, [m.model for m in engine.models], prompt_ids, engine.device)
-    step = {  # the choice timed the kept setting's step already: a second timing would only cost prefills
-        runner.name: onednn[runner.name]["kept_ms"] / 1e3 if runner.name in onednn else step_seconds(runner, prompt_ids, engine.device)
-        for runner in engine.runners
-    }
+    eager = engine.kind == "eager"  # a compiled forward is inductor's code: no library to choose
+    models = [m.model for m in engine.models]
+    long_feed = {}
+    if eager and prompt_ids:
+        choices = {
+            runner.name: choose_long_feed_float32(runner, model, prompt_ids[0], engine.device)
+            for runner, model in zip(engine.runners, models)
+        }
+        long_feed = {name: choice for name, choice in choices.items() if choice}
     tokens = pass_tokens(dict(zip(cfg.model_names, cfg.gammas)), cfg.proposer)
-    passes = {runner.name: pass_seconds(runner, prompt_ids, engine.device, tokens[runner.name]) for runner in engine.runners}
+    times = {
+        runner.name: time_forwards(runner, model, prompt_ids, engine.device, tokens[runner.name], choose_onednn=eager)
+        for runner, model in zip(engine.runners, models, strict=True)
+    }
+    step = {name: t.step for name, t in times.items()}
+    passes = {name: t.pass_ for name, t in times.items()}
+    onednn = {name: t.onednn for name, t in times.items() if t.onednn is not None}
     return {
         "step_seconds": step,
         "c": cost_ratio(step, cfg.proposer),
@@ -155,6 +166,7 @@ def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.
         "pass_cost": {name: passes[name] / step[name] for name in passes},
         "pass_how": PASS_HOW,
         **({"single_token_onednn": onednn, "single_token_onednn_how": ONEDNN_HOW} if onednn else {}),
+        **({"long_feed_float32": long_feed, "long_feed_float32_how": LONG_FEED_HOW} if long_feed else {}),
     }
 
 
@@ -172,9 +184,11 @@ def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bo
     """Untimed decodes of every (setting, method or arm) before any clock is read."""
     first = jobs[0]
     stop = stop_for(first.task, engine, chat, min(cfg.budget(first.task.name), WARMUP_TOKENS))
+    # A compiled engine warms up on the full prompt: its recorded lengths are the prompts' own.
+    ids = first.prompt.ids if engine.kind == "compiled" else first.prompt.ids[:WARMUP_PROMPT_TOKENS]
     for job in {(j.combination, j.label): j for j in jobs}.values():
         for _ in range(cfg.warmup):
-            decode_one(engine, job.method, first.prompt.ids, job_settings(job.config(cfg), job.combination, calibration), stop, seed=0)
+            decode_one(engine, job.method, ids, job_settings(job.config(cfg), job.combination, calibration), stop, seed=0)
 
 
 def execute(

@@ -14,13 +14,14 @@ import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 
 from cos_bench.core.runner import ModelRunner
 from cos_bench.errors import CosBenchError
-from cos_bench.models import single_token_onednn
+from cos_bench.models import LONG_FEED_TOKENS, bf16_products_lack_a_fast_kernel, long_feed_float32, single_token_onednn
 
 T = TypeVar("T")
 
@@ -31,8 +32,15 @@ PASS_HOW = (
 )
 
 ONEDNN_HOW = (
-    "per model, median single-token forward time with oneDNN on and with it off (6 steps after a prefill of each "
-    "calibration prompt); the faster is kept for the run's single-token forwards, longer feeds keep torch's default"
+    "per model, median single-token forward time with oneDNN on and with it off (6 steps of each after a prefill of "
+    "each calibration prompt); the faster is kept for the run's single-token forwards, longer feeds keep torch's default"
+)
+
+LONG_FEED_PROBE_TOKENS = 128  # a prefill this long decides: fp32's lead grows with the rows, its weight upcast does not
+LONG_FEED_HOW = (
+    f"per bf16 model on a CPU without oneDNN's bf16 kernels, the time of one prefill of the first calibration prompt's "
+    f"first {LONG_FEED_PROBE_TOKENS} tokens with the linear layers in bf16 and in fp32 (weights upcast per layer); the faster "
+    f"is kept for every feed of ≥ {LONG_FEED_TOKENS} tokens (prefills), shorter feeds stay bf16"
 )
 
 
@@ -53,29 +61,107 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     return result, time.perf_counter() - start
 
 
-def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, steps: int = 6) -> float:
-    """Median time of one single-token forward call, after a prefill of each prompt."""
-    return pass_seconds(runner, prompts, device, tokens=1, repeats=steps)
+@dataclass(frozen=True)
+class Feed:
+    """A forward to time: `tokens` fed at once (logits kept for each, as a verifier does), after
+    `prepare()` (e.g. a library switch set for it)."""
+
+    tokens: int
+    prepare: Callable[[], None] = lambda: None
 
 
-def pass_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, repeats: int = 6) -> float:
-    """Median time of one forward pass feeding `tokens` tokens (logits kept for each, as a verifier does),
-    after a prefill of each prompt; the cache is cropped back after every timed pass, so each sees the
-    prompt as its context. The runner is reset at the end."""
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        raise CosBenchError(f"timing: tokens must be an integer ≥ 1 (got {tokens!r}); pass the verification pass length γ + 1")
-    samples = []
+def feed_seconds(
+    runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, feeds: Mapping[str, Feed], repeats: int = 6
+) -> dict[str, float]:
+    """Median time of each named feed, `repeats` times per prompt after one prefill of each prompt
+    (untimed, shared by all feeds: a prefill costs far more than the feeds timed after it). The
+    cache is cropped back after every timed feed, so each sees the prompt as its context. The
+    runner is reset at the end."""
+    for feed in feeds.values():
+        if isinstance(feed.tokens, bool) or not isinstance(feed.tokens, int) or feed.tokens < 1:
+            raise CosBenchError(f"timing: tokens must be an integer ≥ 1 (got {feed.tokens!r}); pass the verification pass length γ + 1")
+    samples: dict[str, list[float]] = {name: [] for name in feeds}
     for prompt in prompts:
         runner.reset()
         logits = runner.feed(prompt, keep=1)
         context = runner.cache_len
-        block = logits[-1].argmax().repeat(tokens)  # [tokens]; the ids do not change the cost
-        for _ in range(repeats):
-            _, seconds = timed(functools.partial(runner.feed, block, keep=tokens), device)
-            samples.append(seconds)
-            runner.crop(context)
+        token = logits[-1].argmax()  # the ids do not change the cost
+        for name, feed in feeds.items():
+            feed.prepare()
+            block = token.repeat(feed.tokens)
+            for _ in range(repeats):
+                _, seconds = timed(functools.partial(runner.feed, block, keep=feed.tokens), device)
+                samples[name].append(seconds)
+                runner.crop(context)
     runner.reset()
-    return statistics.median(samples)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, steps: int = 6) -> float:
+    """Median time of one single-token forward call, after a prefill of each prompt."""
+    return feed_seconds(runner, prompts, device, {"step": Feed(1)}, steps)["step"]
+
+
+def pass_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, repeats: int = 6) -> float:
+    """Median time of one forward pass feeding `tokens` tokens, after a prefill of each prompt."""
+    return feed_seconds(runner, prompts, device, {"pass": Feed(tokens)}, repeats)["pass"]
+
+
+@dataclass(frozen=True)
+class ForwardTimes:
+    """One model's calibrated forwards: its single step, its verification pass, and, where the CPU
+    gives a choice, the single-token library kept ({onednn, on_ms, off_ms, kept_ms})."""
+
+    step: float
+    pass_: float
+    onednn: dict | None
+
+
+def time_forwards(
+    runner: ModelRunner, model: torch.nn.Module, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, choose_onednn: bool
+) -> ForwardTimes:
+    """Time a model's single step and `tokens`-token pass after one prefill per prompt. With
+    `choose_onednn` on a CPU with oneDNN, the step is timed with oneDNN on and off and the faster is
+    kept (`models.SingleTokenOneDNN` says why): a vanilla step slower than the hardware allows
+    would inflate every speedup."""
+    switch = single_token_onednn(model)
+    choose = choose_onednn and device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    feeds = {"pass": Feed(tokens)}
+    if choose:
+        feeds |= {"on": Feed(1, functools.partial(switch.set, True)), "off": Feed(1, functools.partial(switch.set, False))}
+    else:
+        feeds["step"] = Feed(1)
+    seconds = feed_seconds(runner, prompts, device, feeds)
+    if not choose:
+        return ForwardTimes(seconds["step"], seconds["pass"], None)
+    keep = seconds["on"] <= seconds["off"]  # a tie keeps torch's own default
+    switch.set(keep)
+    kept = seconds["on"] if keep else seconds["off"]
+    choice = {"onednn": keep, "on_ms": seconds["on"] * 1e3, "off_ms": seconds["off"] * 1e3, "kept_ms": kept * 1e3}
+    return ForwardTimes(kept, seconds["pass"], choice)
+
+
+def choose_long_feed_float32(runner: ModelRunner, model: torch.nn.Module, prompt: torch.Tensor, device: torch.device) -> dict:
+    """On a CPU without a fast bf16 matrix product, time a prefill of the prompt's first
+    LONG_FEED_PROBE_TOKENS tokens with the model's linear layers in bf16 and in fp32 and keep the
+    faster for its long feeds (`models.LongFeedFloat32` says why). Returns {float32, bf16_ms,
+    float32_ms, probe_tokens}; {} where there is no choice (a GPU, an fp32 model, oneDNN's bf16
+    kernels, a prompt shorter than LONG_FEED_TOKENS)."""
+    probe = prompt[:LONG_FEED_PROBE_TOKENS]
+    if device.type != "cpu" or probe.shape[0] < LONG_FEED_TOKENS or not bf16_products_lack_a_fast_kernel(model):
+        return {}
+    switch = long_feed_float32(model)
+    runner.reset()
+    runner.feed(probe[:8], keep=1)  # untimed: a model's first forward pays one-time costs neither setting should carry
+    seconds = {}
+    for enabled in (False, True):
+        switch.set(enabled)
+        runner.reset()
+        _, seconds[enabled] = timed(functools.partial(runner.feed, probe, keep=1), device)
+    runner.reset()
+    keep = seconds[True] < seconds[False]  # a tie keeps torch's own kernels
+    switch.set(keep)
+    return {"float32": keep, "bf16_ms": seconds[False] * 1e3, "float32_ms": seconds[True] * 1e3, "probe_tokens": int(probe.shape[0])}
 
 
 def pass_tokens(gammas: Mapping[str, int], proposer: str) -> dict[str, int]:
@@ -94,24 +180,3 @@ def cost_ratio(step: Mapping[str, float], proposer: str) -> float | None:
         return None
     (other,) = [name for name in step if name != proposer]
     return step[proposer] / step[other]
-
-
-def choose_single_token_onednn(
-    runners: Sequence[ModelRunner], models: Sequence[torch.nn.Module], prompts: Sequence[torch.Tensor], device: torch.device
-) -> dict[str, dict]:
-    """On the CPU, per model: time a single-token forward with oneDNN on and off and keep the faster
-    (`models.SingleTokenOneDNN` says why). A vanilla step slower than the hardware allows would
-    inflate every speedup. Returns {model: {onednn, on_ms, off_ms, kept_ms}}; {} where there is no choice."""
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
-        return {}
-    chosen = {}
-    for runner, model in zip(runners, models, strict=True):
-        switch = single_token_onednn(model)
-        seconds = {}
-        for enabled in (True, False):
-            switch.set(enabled)
-            seconds[enabled] = step_seconds(runner, prompts, device)
-        keep = seconds[True] <= seconds[False]  # a tie keeps torch's own default
-        switch.set(keep)
-        chosen[runner.name] = {"onednn": keep, "on_ms": seconds[True] * 1e3, "off_ms": seconds[False] * 1e3, "kept_ms": seconds[keep] * 1e3}
-    return chosen

@@ -5,8 +5,9 @@ Usage: python scripts/cpu_isa_steps.py --dtype bfloat16|float32|auto [--config C
        python scripts/emulate_avx2.py scripts/cpu_isa_steps.py --dtype ...   # as on an AVX2 CPU
 
 Prints and writes: the CPU capability torch used, each model's single-token step time and its
-verification-pass time (k = γ + 1 tokens, as `cos-bench run` calibrates them), and the process's
-peak resident memory with both models loaded.
+verification-pass time (k = γ + 1 tokens, as `cos-bench run` calibrates them), the prefill choice
+(bf16 or fp32 linear layers) where the CPU gives one, and the process's peak resident memory with
+both models loaded.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "pass_tokens": calibration["pass_tokens"],
         "pass_ms": {name: round(s * 1e3, 1) for name, s in calibration["pass_seconds"].items()},
         "c": round(calibration["c"], 3) if calibration["c"] is not None else None,
+        "long_feed_float32": calibration.get("long_feed_float32"),  # the prefill choice, where the CPU gives one
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),  # Linux: KiB
     }
     print(json.dumps(result))

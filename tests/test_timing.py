@@ -9,11 +9,12 @@ import pytest
 import torch
 from rich.console import Console
 from tiny import tiny_llama
+from torch.overrides import TorchFunctionMode
 
 from cos_bench import run, timing
 from cos_bench.core import HFRunner
 from cos_bench.errors import CosBenchError
-from cos_bench.models import single_token_onednn
+from cos_bench.models import LONG_FEED_TOKENS, long_feed_float32, single_token_onednn
 from cos_bench.timing import PASS_HOW, pass_seconds, pass_tokens, step_seconds
 
 VOCAB = 64
@@ -168,21 +169,36 @@ def test_the_switch_turns_onednn_off_for_single_token_forwards_only_and_always_r
     assert seen == [True] and switch.enabled
 
 
+def onednn_clock(model, off_ms: float):
+    """A `timed` reading 60 ms per single step with the model's oneDNN on, off_ms with it off, 0.2 s per longer feed."""
+
+    def timed(fn, device):
+        result = fn()
+        if FED[-1] != 1:
+            return result, 0.2
+        return result, (60.0 if single_token_onednn(model).enabled else off_ms) / 1e3
+
+    return timed
+
+
 @pytest.mark.parametrize("off_ms, kept", [(30.0, False), (90.0, True), (60.0, True)])
 def test_calibration_keeps_the_faster_single_token_library_per_model(monkeypatch, off_ms, kept):
-    runners = [spy("small", 0), spy("large", 1)]
-    models = [r.inner.model for r in runners]
-    # A clock that reads 60 ms per single step with oneDNN on and off_ms with it off.
-    monkeypatch.setattr(
-        timing, "step_seconds", lambda runner, prompts, device: (60.0 if single_token_onednn(runner.inner.model).enabled else off_ms) / 1e3
+    runner = spy("small", 0, CountingRunner)
+    model = runner.inner.model
+    monkeypatch.setattr(timing, "timed", onednn_clock(model, off_ms))
+    FED.clear()
+    times = timing.time_forwards(runner, model, PROMPTS, CPU, tokens=2, choose_onednn=True)
+    assert (
+        times.onednn["onednn"] is kept and times.onednn["on_ms"] == pytest.approx(60.0) and times.onednn["off_ms"] == pytest.approx(off_ms)
     )
-    chosen = timing.choose_single_token_onednn(runners, models, PROMPTS, CPU)
-    assert list(chosen) == ["small", "large"]
-    for choice in chosen.values():
-        assert choice["onednn"] is kept and choice["on_ms"] == pytest.approx(60.0) and choice["off_ms"] == pytest.approx(off_ms)
-        assert choice["kept_ms"] == pytest.approx(60.0 if kept else off_ms)
-    assert [single_token_onednn(m).enabled for m in models] == [kept, kept]
-    assert timing.choose_single_token_onednn(runners, models, PROMPTS, torch.device("meta")) == {}  # only CPUs choose
+    assert times.onednn["kept_ms"] == pytest.approx(60.0 if kept else off_ms) and times.step * 1e3 == pytest.approx(times.onednn["kept_ms"])
+    assert times.pass_ == pytest.approx(0.2) and single_token_onednn(model).enabled is kept
+    # One prefill per prompt serves the step (both ways) and the pass: 1 + 6 + 6 + 6 feeds per prompt.
+    assert [len(p) for p in PROMPTS] == [n for n in FED if n > 2] and len(FED) == 19 * len(PROMPTS)
+    assert (
+        timing.time_forwards(runner, model, PROMPTS, torch.device("meta"), tokens=2, choose_onednn=True).onednn is None
+    )  # only CPUs choose
+    assert timing.time_forwards(runner, model, PROMPTS, CPU, tokens=2, choose_onednn=False).onednn is None
 
 
 def test_calibrate_records_the_choice_with_how_it_was_made():
@@ -198,3 +214,130 @@ def test_calibrate_records_the_choice_with_how_it_was_made():
         cfg, SimpleNamespace(**{**vars(eager_engine(runners)), "kind": "compiled"}), PROMPTS, Console(file=io.StringIO())
     )
     assert "single_token_onednn" not in compiled
+
+
+# --- long feeds in fp32 where bf16 products have no fast kernel: measured per model ------------
+
+LONG = torch.arange(80) % VOCAB  # a prompt longer than the probe threshold (LONG_FEED_TOKENS)
+
+
+class LinearDtypes(TorchFunctionMode):
+    """Records the input dtype of every linear layer computed under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.linear:
+            self.seen.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def test_long_feeds_compute_linear_layers_in_fp32_and_steps_stay_bf16():
+    model = tiny_llama(0, VOCAB).to(torch.bfloat16)
+    switch = long_feed_float32(model)
+    assert long_feed_float32(model) is switch and not switch.enabled  # one switch per model, off until set
+    with torch.no_grad():
+        plain = model(input_ids=LONG[None]).logits
+        switch.set(True)
+        spy_mode = LinearDtypes()
+        with spy_mode:
+            upcast = model(input_ids=LONG[None]).logits
+            long_dtypes, spy_mode.seen = spy_mode.seen, []
+            model(input_ids=LONG[None, : LONG_FEED_TOKENS - 1])
+            short_dtypes = spy_mode.seen
+    assert set(long_dtypes) == {torch.float32} and set(short_dtypes) == {torch.bfloat16}
+    assert upcast.dtype == torch.bfloat16  # the layers' outputs are rounded back: the model stays bf16
+    assert (upcast.float() - plain.float()).abs().max() <= 0.05 * plain.float().abs().max()  # the same products, rounded alike
+    with pytest.raises(IndexError), torch.no_grad():
+        model(input_ids=torch.full((1, LONG_FEED_TOKENS), VOCAB + 5))  # the forward raises inside the mode
+    assert torch._C._len_torch_function_stack() == 0  # and the mode is left anyway
+    switch.set(False)
+    switch.set(False)  # idempotent
+    spy_mode = LinearDtypes()
+    with torch.no_grad(), spy_mode:
+        model(input_ids=LONG[None])
+    assert set(spy_mode.seen) == {torch.bfloat16} and not switch.enabled
+
+
+def prefill_clock(model, bf16_ms: float, fp32_ms: float):
+    """A `timed` reading bf16_ms or fp32_ms for a feed of ≥ LONG_FEED_TOKENS tokens, by the model's switch."""
+
+    def timed(fn, device):
+        result = fn()
+        seconds = (fp32_ms if long_feed_float32(model).enabled else bf16_ms) / 1e3
+        return result, seconds if FED[-1] >= LONG_FEED_TOKENS else 0.001
+
+    return timed
+
+
+@pytest.mark.parametrize("fp32_ms, kept", [(40.0, True), (200.0, False), (100.0, False)])
+def test_the_faster_prefill_is_kept_where_bf16_products_have_no_fast_kernel(monkeypatch, fp32_ms, kept):
+    runner = spy("small", 0, CountingRunner)
+    model = runner.inner.model.to(torch.bfloat16)
+    monkeypatch.setattr(timing, "timed", prefill_clock(model, 100.0, fp32_ms))
+    FED.clear()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # as on an AVX2 CPU: no oneDNN for bf16 products
+    choice = timing.choose_long_feed_float32(runner, model, LONG, CPU)
+    assert choice == {"float32": kept, "bf16_ms": pytest.approx(100.0), "float32_ms": pytest.approx(fp32_ms), "probe_tokens": 80}
+    assert long_feed_float32(model).enabled is kept and runner.cache_len == 0
+    assert FED == [8, 80, 80]  # an untimed first forward, then one prefill each way
+
+
+def test_no_prefill_choice_where_there_is_nothing_to_choose(monkeypatch):
+    runner = spy("small", 0)
+    model = runner.inner.model
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.backends.mkldnn, "enabled", False)
+        assert timing.choose_long_feed_float32(runner, model, LONG, CPU) == {}  # an fp32 model
+        model.to(torch.bfloat16)
+        assert timing.choose_long_feed_float32(runner, model, LONG[: LONG_FEED_TOKENS - 1], CPU) == {}  # too short to tell
+        assert timing.choose_long_feed_float32(runner, model, LONG, torch.device("meta")) == {}  # not a CPU
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert timing.choose_long_feed_float32(runner, model, LONG, CPU) == {}  # oneDNN's bf16 kernels serve it
+    assert not long_feed_float32(model).enabled
+
+
+def test_calibrate_records_the_prefill_choice_with_how_it_was_made(monkeypatch):
+    runners = [spy("small", 0), spy("large", 1)]
+    for runner in runners:
+        runner.inner.model.to(torch.bfloat16)
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 1), proposer="small")
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    calibration = run.calibrate(cfg, eager_engine(runners), [LONG, PROMPTS[0]], Console(file=io.StringIO()))
+    assert "single_token_onednn" not in calibration  # oneDNN off: no single-token library to choose
+    assert calibration["long_feed_float32_how"] == timing.LONG_FEED_HOW
+    for name, runner in zip(("small", "large"), runners):
+        choice = calibration["long_feed_float32"][name]
+        assert choice["float32"] == (choice["float32_ms"] < choice["bf16_ms"]) == long_feed_float32(runner.inner.model).enabled
+        assert choice["probe_tokens"] == 80
+    compiled = run.calibrate(
+        cfg, SimpleNamespace(**{**vars(eager_engine(runners)), "kind": "compiled"}), [LONG], Console(file=io.StringIO())
+    )
+    assert "long_feed_float32" not in compiled
+
+
+# --- warm-up: every code path once, without a full prefill per (setting, method) ---------------
+
+
+@pytest.mark.parametrize("kind, fed", [("eager", run.WARMUP_PROMPT_TOKENS), ("compiled", 100)])
+def test_warm_up_decodes_each_setting_and_method_once_on_the_prompts_start(monkeypatch, kind, fed):
+    decodes = []
+    monkeypatch.setattr(run, "decode_one", lambda engine, method, ids, settings, stop, seed: decodes.append((method, ids.tolist())))
+    monkeypatch.setattr(run, "job_settings", lambda cfg, combination, calibration: None)
+    monkeypatch.setattr(run, "stop_for", lambda task, engine, chat, budget: budget)
+    prompt = SimpleNamespace(ids=torch.arange(100))
+    jobs = [
+        SimpleNamespace(
+            task=SimpleNamespace(name="t"), prompt=prompt, combination=combination, label=method, method=method, config=lambda cfg: cfg
+        )
+        for combination in ("we", "cd")
+        for method in ("vanilla", "cos")
+        for _ in range(2)  # two examples: still one warm-up each
+    ]
+    cfg = SimpleNamespace(warmup=1, budget=lambda task: 384)
+    run.warm_up(cfg, SimpleNamespace(kind=kind), jobs, chat=False, calibration={})
+    assert sorted(method for method, _ in decodes) == ["cos", "cos", "vanilla", "vanilla"]
+    # Eager: the prompt's start runs every path; compiled: the full prompt, whose length it recorded.
+    assert all(ids == list(range(fed)) for _, ids in decodes)
