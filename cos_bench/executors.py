@@ -246,27 +246,57 @@ def concurrent_cells(ray: Any, need: CellResources) -> int:
     return max(slots, 1)
 
 
-def warm_worker(modules: Sequence[str]) -> int:
-    """The body of one warm-up task: import what a cell imports; returns this worker's process id."""
+WARM_WAIT_S = 60.0  # how long a warm-up task holds its worker waiting for the others to start
+
+
+class WarmBarrier:
+    """A Ray actor counting the warm-up tasks that have started. Each task holds its worker until all
+    have: a task that finished at once (its imports already done) would free its worker, and Ray
+    could lease that same worker to the next task, leaving one warm worker where the cells need two."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+    def count(self) -> int:
+        return self.started
+
+
+def warm_worker(modules: Sequence[str], barrier: Any = None, count: int = 1, wait_s: float = WARM_WAIT_S) -> int:
+    """The body of one warm-up task: import what a cell imports, then wait (up to WARM_WAIT_S) until
+    all `count` tasks hold a worker; returns this worker's process id."""
     for module in modules:
         importlib.import_module(module)
+    if barrier is not None:
+        import ray
+
+        ray.get(barrier.start.remote())
+        deadline = time.monotonic() + wait_s
+        while ray.get(barrier.count.remote()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
     return os.getpid()
 
 
 def warm_workers(ray: Any, need: CellResources, count: int, modules: Sequence[str] = WARM_IMPORTS) -> set[int]:
     """Start `count` workers shaped like a cell and import `modules` in each; their process ids.
 
-    The tasks run at once, so each takes its own worker (a fresh one spends seconds importing);
-    Ray then leases these idle workers to the cells. CosBenchError if a worker cannot import them."""
+    The tasks run at once and each holds its worker until all have started (`WarmBarrier`), so each
+    takes its own worker (a fresh one spends seconds importing); Ray then leases these idle workers
+    to the cells. CosBenchError if a worker cannot import them."""
     task = ray.remote(warm_worker).options(num_cpus=need.num_cpus, num_gpus=need.num_gpus, max_retries=0)
+    barrier = ray.remote(WarmBarrier).options(num_cpus=0).remote()
     try:
-        return set(ray.get([task.remote(tuple(modules)) for _ in range(count)]))
+        return set(ray.get([task.remote(tuple(modules), barrier, count) for _ in range(count)]))
     except ray.exceptions.RayError as err:
         cause = getattr(err, "cause", None) or err
         raise CosBenchError(
             f"a Ray worker cannot import what a cell needs ({type(cause).__name__}: {first_line(str(cause))}); "
             "install cos-bench with the same version on every node of the cluster (pip install 'cos-bench[ray]')"
         ) from None
+    finally:
+        ray.kill(barrier)
 
 
 # --- ray: running and following the cells ----------------------------------------------

@@ -29,7 +29,16 @@ from typer.testing import CliRunner
 
 from cos_bench.cli import app
 from cos_bench.errors import CosBenchError
-from cos_bench.executors import RAY_MISSING, WARM_IMPORTS, WORKER_LOG, CellResources, concurrent_cells, warm_workers
+from cos_bench.executors import (
+    RAY_MISSING,
+    WARM_IMPORTS,
+    WORKER_LOG,
+    CellResources,
+    WarmBarrier,
+    concurrent_cells,
+    warm_worker,
+    warm_workers,
+)
 from cos_bench.storage import LOCK_NAME, RECORDS_NAME, exclusive_writer
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -102,6 +111,26 @@ def test_warm_workers_start_one_process_per_concurrent_cell_and_the_cells_reuse_
         return os.getpid()
 
     assert set(cluster.get([pid_after_a_while.remote() for _ in range(4)])) <= workers
+
+
+def test_warm_tasks_that_finish_at_once_still_take_one_worker_each(cluster):
+    # Nothing to import: each task would end at once and free its worker for the next one (the flake
+    # this guards against: one warm worker where the cells need two). Each holds its worker until all start.
+    need = CellResources(num_cpus=1, num_gpus=0)
+    for _ in range(3):
+        assert len(warm_workers(cluster, need, 2, modules=())) == 2
+
+
+def test_a_warm_task_holds_its_worker_until_every_warm_task_has_started(cluster):
+    barrier = cluster.remote(WarmBarrier).options(num_cpus=0).remote()
+    task = cluster.remote(warm_worker).options(num_cpus=1)
+    start = time.monotonic()
+    cluster.get(task.remote((), barrier, 2, 1.0))  # the second task never comes: it waits out its 1 s
+    assert time.monotonic() - start >= 1.0
+    start = time.monotonic()
+    cluster.get(task.remote((), barrier, 2, 30.0))  # the second of two: both have started, no wait
+    assert time.monotonic() - start < 10.0
+    cluster.kill(barrier)
 
 
 def test_a_worker_that_cannot_import_what_a_cell_needs_is_one_line(cluster):
