@@ -153,8 +153,11 @@ def cpu_bf16_beats_fp32(cpuinfo: str | None = None) -> bool:
 class _ForwardSwitch:
     """A per-model setting applied around each forward by hooks on the model, so every path through it
     (the runners and the transformers peer's `generate`) runs alike; restored after every forward,
-    even one that raises. Subclasses say what a forward of given input ids enters (`_enter`) and how
-    to leave it (`_leave`)."""
+    even one that raises. Subclasses say what a forward of given input ids enters (`_enter`), how
+    to leave it (`_leave`), and whether `enabled` means hooked (`_HOOKED_WHEN_ENABLED`: a switch
+    that turns torch's default off is hooked when disabled)."""
+
+    _HOOKED_WHEN_ENABLED: bool
 
     def __init__(self, model: torch.nn.Module):
         self._model = model
@@ -162,14 +165,14 @@ class _ForwardSwitch:
         self._saved: list[Any] = []
 
     @property
-    def hooked(self) -> bool:
-        return bool(self._handles)
+    def enabled(self) -> bool:
+        return bool(self._handles) == self._HOOKED_WHEN_ENABLED
 
-    def _hook(self, on: bool) -> None:
+    def set(self, enabled: bool) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if on:
+        if enabled == self._HOOKED_WHEN_ENABLED:
             self._handles = [
                 self._model.register_forward_pre_hook(self._before, with_kwargs=True),
                 self._model.register_forward_hook(self._after, always_call=True),  # restores even when the forward raises
@@ -199,12 +202,7 @@ class SingleTokenOneDNN(_ForwardSwitch):
     (`run.calibrate`).
     """
 
-    @property
-    def enabled(self) -> bool:
-        return not self.hooked
-
-    def set(self, enabled: bool) -> None:
-        self._hook(not enabled)
+    _HOOKED_WHEN_ENABLED = False  # oneDNN is torch's default: the hooks turn it off
 
     def _enter(self, fed: int) -> bool:
         saved = torch.backends.mkldnn.enabled
@@ -246,12 +244,7 @@ class LongFeedFloat32(_ForwardSwitch):
     stay bf16 in memory (one layer's fp32 copy at a time).
     """
 
-    @property
-    def enabled(self) -> bool:
-        return self.hooked
-
-    def set(self, enabled: bool) -> None:
-        self._hook(enabled)
+    _HOOKED_WHEN_ENABLED = True
 
     def _enter(self, fed: int) -> _Float32Linear | None:
         if fed < LONG_FEED_TOKENS:
