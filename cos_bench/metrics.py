@@ -161,7 +161,7 @@ def flatten_record(record: RunRecord, run: str) -> dict[str, Any]:
         "extracted": record.score.extracted,
         "verdict": record.score.verdict,
         "score_detail": record.score.detail,
-        "answered": record.score.answered,
+        "reached_answer": record.reached_answer,
         "c": math.nan if calibration.c is None else float(calibration.c),
         "step_seconds": dict(calibration.step_seconds),
         "pass_cost": dict(calibration.pass_cost or {}),  # per model; {} in records from before it was measured
@@ -243,17 +243,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         row.update(_quality_difference(group, reference))
         row["max_new_tokens"] = group["max_new_tokens"].max() if group["max_new_tokens"].notna().any() else math.nan
         row["stopped_on_own"] = float((group["stop_reason"] != "max_new_tokens").mean())
-        row["reached_answer"] = _reached_answer_share(group)
+        row["reached_answer"] = float(group["reached_answer"].mean())
         row["identical_to_vanilla"] = _identical_share(group, reference)
         row["paper_speedup"] = _paper_column(row)
         rows.append(row)
     return sort_summary(pd.DataFrame(rows))
-
-
-def _reached_answer_share(group: pd.DataFrame) -> float:
-    """Share of decodes that stopped on their own or stated their answer (Score.answered)."""
-    answered = group["answered"].map(lambda value: value is True) if "answered" in group else False
-    return float(((group["stop_reason"] != "max_new_tokens") | answered).mean())
 
 
 def arm_rows(frame: pd.DataFrame) -> pd.Series:

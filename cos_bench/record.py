@@ -98,6 +98,12 @@ class RunRecord:
     def stop_reason(self) -> str:
         return self.accounting.stop_reason
 
+    @property
+    def reached_answer(self) -> bool:
+        """Stopped on its own (end of sequence, a stop string) or stated the task's answer before the
+        budget (Score.answered): a decode whose quality the budget did not decide."""
+        return self.stop_reason != "max_new_tokens" or self.score.answered is True
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object of one records.jsonl line, keys in the order the file has always had."""
         row: dict[str, Any] = {

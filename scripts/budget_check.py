@@ -40,7 +40,7 @@ def ends_in_a_loop(token_ids: Sequence[int], span: int) -> bool:
 def outcome(record: RunRecord, span: int) -> str:
     if record.stop_reason != "max_new_tokens":
         return "stopped"
-    if record.score.answered:
+    if record.reached_answer:
         return "answered before the budget"
     if record.score.answered is None:
         return "cut, unmarked"  # a record from before scores marked answers, or a task without the test (HumanEval)
