@@ -40,6 +40,8 @@ PER_METHOD = [
 def load(path: Path) -> pd.DataFrame:
     """One row per (cell, task, setting) with each method's figures side by side."""
     frame = pd.read_csv(path, na_values=["n/a"])
+    if "arm" in frame:  # issue 5's targets are the run's own methods'; arms (issue 15) are scripts/draft_targets.py's
+        frame = frame[frame["arm"].fillna("") == ""].copy()
     frame["cell"] = cell_labels(frame)
     wide = frame.pivot_table(
         index=KEYS,

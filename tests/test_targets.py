@@ -101,3 +101,17 @@ def test_a_summary_without_hf_ensemble_skips_its_tallies(tmp_path):
     assert not any("hf-ensemble" in line for line in lines)
     assert lines[1].startswith("cos not slower than sd: 1 / 2 groups")
     assert lines[2].startswith("cos measured/theory >= 0.9: 1 / 2 groups")
+
+
+def test_arm_rows_are_left_out_of_the_runs_own_methods(tmp_path):
+    # A summary with `cos` arms (config `arms:`) has several cos rows per group; only the run's own
+    # cos (arm "", written empty in the CSV) is issue 5's, whatever order the rows come in.
+    targets = load_script("targets")
+    path = _summary(tmp_path)
+    frame = pd.read_csv(path).assign(arm="")
+    arms = frame[frame.method == "cos"].assign(arm="confidence-0.4", speedup_mean=9.0, alpha_expected=0.1)
+    pd.concat([arms, frame]).to_csv(path, index=False)
+    groups = targets.load(path)
+    assert len(groups) == 2
+    assert sorted(groups.cos_speedup_mean) == [1.1, 1.8] and sorted(groups.alpha) == [0.8, 0.9]
+    assert targets.tallies(groups) == targets.tallies(targets.load(_summary(tmp_path)))
