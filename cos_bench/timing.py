@@ -21,7 +21,14 @@ import torch
 
 from cos_bench.core.runner import ModelRunner
 from cos_bench.errors import CosBenchError
-from cos_bench.models import LONG_FEED_TOKENS, bf16_products_lack_a_fast_kernel, long_feed_float32, single_token_onednn
+from cos_bench.models import (
+    LONG_FEED_TOKENS,
+    LongFeedFloat32,
+    SingleTokenOneDNN,
+    bf16_products_lack_a_fast_kernel,
+    long_feed_float32,
+    single_token_onednn,
+)
 
 T = TypeVar("T")
 
@@ -102,11 +109,6 @@ def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: t
     return feed_seconds(runner, prompts, device, {"step": Feed(1)}, steps)["step"]
 
 
-def pass_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, repeats: int = 6) -> float:
-    """Median time of one forward pass feeding `tokens` tokens, after a prefill of each prompt."""
-    return feed_seconds(runner, prompts, device, {"pass": Feed(tokens)}, repeats)["pass"]
-
-
 @dataclass(frozen=True)
 class ForwardTimes:
     """One model's calibrated forwards: its single step, its verification pass, and, where the CPU
@@ -134,11 +136,18 @@ def time_forwards(
     seconds = feed_seconds(runner, prompts, device, feeds)
     if not choose:
         return ForwardTimes(seconds["step"], seconds["pass"], None)
-    keep = seconds["on"] <= seconds["off"]  # a tie keeps torch's own default
-    switch.set(keep)
+    keep = _keep_faster(switch, {True: seconds["on"], False: seconds["off"]}, default=True)
     kept = seconds["on"] if keep else seconds["off"]
     choice = {"onednn": keep, "on_ms": seconds["on"] * 1e3, "off_ms": seconds["off"] * 1e3, "kept_ms": kept * 1e3}
     return ForwardTimes(kept, seconds["pass"], choice)
+
+
+def _keep_faster(switch: SingleTokenOneDNN | LongFeedFloat32, seconds: Mapping[bool, float], default: bool) -> bool:
+    """Set `switch` to the setting that timed faster and return it. A tie keeps `default`, the
+    setting torch would use on its own: a choice the timing cannot justify is not made."""
+    keep = default if seconds[default] <= seconds[not default] else not default
+    switch.set(keep)
+    return keep
 
 
 def choose_long_feed_float32(runner: ModelRunner, model: torch.nn.Module, prompt: torch.Tensor, device: torch.device) -> dict:
@@ -159,8 +168,7 @@ def choose_long_feed_float32(runner: ModelRunner, model: torch.nn.Module, prompt
         runner.reset()
         _, seconds[enabled] = timed(functools.partial(runner.feed, probe, keep=1), device)
     runner.reset()
-    keep = seconds[True] < seconds[False]  # a tie keeps torch's own kernels
-    switch.set(keep)
+    keep = _keep_faster(switch, seconds, default=False)
     return {"float32": keep, "bf16_ms": seconds[False] * 1e3, "float32_ms": seconds[True] * 1e3, "probe_tokens": int(probe.shape[0])}
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cos_bench.core import CORE_METHODS, DecodeResult, DecodeSettings, HFRunner, StopRule, WeightedEnsemble  # noqa: E402
 from cos_bench.core.runner import StaticRunner, graph_lengths, static_capacity  # noqa: E402
 from cos_bench.theory import theoretical_speedup  # noqa: E402
-from cos_bench.timing import cost_ratio, pass_seconds, step_seconds, timed  # noqa: E402
+from cos_bench.timing import Feed, cost_ratio, feed_seconds, step_seconds, timed  # noqa: E402
 
 QWEN_SHAPES = {
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -133,8 +133,8 @@ def warm_up(runner, prompts, device: torch.device, seconds: float) -> None:
 
 
 def model_times(runner, prompts, device: torch.device, verify_tokens: int, floor_s: float) -> dict:
-    step = step_seconds(runner, prompts, device)
-    verify = pass_seconds(runner, prompts, device, tokens=verify_tokens)
+    seconds = feed_seconds(runner, prompts, device, {"step": Feed(1), "verify": Feed(verify_tokens)})  # one prefill per prompt for both
+    step, verify = seconds["step"], seconds["verify"]
     return {"step_s": step, "verify_s": verify, "verify_tokens": verify_tokens, "pass_cost": verify / step,
             "floor_s": floor_s, "step_over_floor": step / floor_s}  # fmt: skip
 
@@ -145,8 +145,9 @@ def check_pair(small: str, large: str, runners: dict, prompts, args, device) -> 
     for method in ("vanilla", "cos"):  # warm-up, untimed
         CORE_METHODS[method](pair, prompts[0], settings, StopRule(8), torch.Generator(device=device).manual_seed(0))
     # The pair's own step times, just before its decodes: the same minutes as the speedups they explain.
-    step = {runner.name: step_seconds(runner, prompts, device) for runner in pair}
-    rho = pass_seconds(runners[large], prompts, device, tokens=args.gamma + 1) / step[large]
+    verifier = feed_seconds(runners[large], prompts, device, {"step": Feed(1), "pass": Feed(args.gamma + 1)})
+    step = {small: step_seconds(runners[small], prompts, device), large: verifier["step"]}
+    rho = verifier["pass"] / verifier["step"]
     stats = decode_stats(("vanilla", "cos"), pair, prompts, settings, args.new_tokens, device)
     vanilla, cos = stats["vanilla"], stats["cos"]
     c = cost_ratio(step, small)

@@ -15,7 +15,7 @@ from cos_bench import run, timing
 from cos_bench.core import HFRunner
 from cos_bench.errors import CosBenchError
 from cos_bench.models import LONG_FEED_TOKENS, long_feed_float32, single_token_onednn
-from cos_bench.timing import PASS_HOW, pass_seconds, pass_tokens, step_seconds
+from cos_bench.timing import PASS_HOW, Feed, feed_seconds, pass_tokens, step_seconds
 
 VOCAB = 64
 CPU = torch.device("cpu")
@@ -75,9 +75,9 @@ def eager_engine(runners: list[SpyRunner]) -> SimpleNamespace:
     return SimpleNamespace(runners=runners, models=[SimpleNamespace(model=r.inner.model) for r in runners], device=CPU, kind="eager")
 
 
-def test_pass_seconds_feeds_k_tokens_at_the_prompts_length_every_time():
+def test_a_pass_feeds_k_tokens_at_the_prompts_length_every_time():
     runner = spy("m", 0)
-    seconds = pass_seconds(runner, PROMPTS, CPU, tokens=4, repeats=3)
+    seconds = feed_seconds(runner, PROMPTS, CPU, {"pass": Feed(4)}, repeats=3)["pass"]
     assert seconds > 0
     # Per prompt: the prefill, then 3 timed 4-token passes, each starting from the prompt alone in the cache.
     expected = []
@@ -93,16 +93,16 @@ def test_step_seconds_is_the_one_token_pass():
     assert runner.feeds == [(0, 5, 1), (5, 1, 1), (5, 1, 1)]
 
 
-def test_pass_seconds_is_the_median_of_the_timed_passes(monkeypatch):
+def test_a_pass_is_the_median_of_its_timed_feeds(monkeypatch):
     monkeypatch.setattr(timing, "timed", fake_clock(0.01))
     FED.clear()
-    assert pass_seconds(spy("m", 0, CountingRunner), PROMPTS, CPU, tokens=6) == pytest.approx(0.06)
+    assert feed_seconds(spy("m", 0, CountingRunner), PROMPTS, CPU, {"pass": Feed(6)})["pass"] == pytest.approx(0.06)
 
 
 @pytest.mark.parametrize("tokens", [0, -2, 2.0, True])
-def test_pass_seconds_refuses_a_bad_length(tokens):
+def test_a_feed_of_a_bad_length_is_refused(tokens):
     with pytest.raises(CosBenchError, match="tokens must be an integer"):
-        pass_seconds(spy("m", 0), PROMPTS, CPU, tokens=tokens)
+        feed_seconds(spy("m", 0), PROMPTS, CPU, {"pass": Feed(tokens)})
 
 
 def test_pass_tokens_is_the_verified_models_gamma_plus_one():
