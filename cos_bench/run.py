@@ -102,17 +102,18 @@ def run_experiment(
         engine = load_engine(cfg, console, model_cache)
         chat = use_chat(cfg, engine.tokenizer)
         prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
-        lengths = [int(p.ids.shape[0]) for task in tasks for p in prompts[task.name]]
-        compile_seconds = build_runners(cfg, engine, lengths, console, model_cache)
-
-        calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
-        write_manifest(out_dir, with_history(out_dir, build_manifest(cfg, engine, chat, calibration, tasks, compile_seconds)))
-
         planned = plan(cfg, tasks, prompts)
         jobs = [job for job in planned if job.key not in done]
         skipped = len(planned) - len(jobs)
         if skipped:
             console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")
+        # A resumed folder with nothing left to decode keeps its manifest as it was: a calibration
+        # (or a compilation) no record used would only add a history entry that describes nothing.
+        if jobs or not (out_dir / "manifest.json").exists():
+            lengths = [int(p.ids.shape[0]) for task in tasks for p in prompts[task.name]]
+            compile_seconds = build_runners(cfg, engine, lengths, console, model_cache)
+            calibration = calibrate(cfg, engine, [p.ids for task in tasks for p in prompts[task.name]][:2], console)
+            write_manifest(out_dir, with_history(out_dir, build_manifest(cfg, engine, chat, calibration, tasks, compile_seconds)))
         if jobs:
             warm_up(cfg, engine, jobs, chat, calibration)
             execute(cfg, engine, jobs, chat, store, calibration, console, sweep_values or {})

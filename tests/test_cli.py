@@ -133,6 +133,19 @@ def test_resume_after_a_torn_line_keeps_records_and_duplicates_none(tmp_path, pa
     assert len(history) == 1 and {"git_revision", "calibration", "created"} <= set(history[0])
 
 
+def test_a_resumed_run_with_nothing_left_neither_calibrates_nor_rewrites_its_manifest(tmp_path, pair, monkeypatch):
+    config, out = write_config(tmp_path, pair), tmp_path / "run"
+    assert invoke("run", "--config", config, "--out", out).exit_code == 0
+    manifest, records = (out / "manifest.json").read_bytes(), (out / "records.jsonl").read_bytes()
+    calibrated = []
+    monkeypatch.setattr(run, "calibrate", lambda *args: calibrated.append(args))
+    result = invoke("run", "--config", config, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"{EXPECTED_RECORDS} records already there" in result.output
+    assert calibrated == []
+    assert (out / "manifest.json").read_bytes() == manifest and (out / "records.jsonl").read_bytes() == records
+
+
 def test_ctrl_c_leaves_a_valid_folder_and_the_rerun_completes(tmp_path, pair, monkeypatch):
     config, out = write_config(tmp_path, pair), tmp_path / "run"
     real, calls = run.run_job, []
