@@ -264,18 +264,17 @@ class WarmBarrier:
         return self.started
 
 
-def warm_worker(modules: Sequence[str], barrier: Any = None, count: int = 1, wait_s: float = WARM_WAIT_S) -> int:
-    """The body of one warm-up task: import what a cell imports, then wait (up to WARM_WAIT_S) until
-    all `count` tasks hold a worker; returns this worker's process id."""
+def warm_worker(modules: Sequence[str], barrier: Any, count: int, wait_s: float = WARM_WAIT_S) -> int:
+    """The body of one warm-up task: import what a cell imports, then wait (up to `wait_s`) until
+    all `count` tasks have started on `barrier` (a WarmBarrier actor); returns this worker's process id."""
+    import ray
+
     for module in modules:
         importlib.import_module(module)
-    if barrier is not None:
-        import ray
-
-        ray.get(barrier.start.remote())
-        deadline = time.monotonic() + wait_s
-        while ray.get(barrier.count.remote()) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
+    ray.get(barrier.start.remote())
+    deadline = time.monotonic() + wait_s
+    while ray.get(barrier.count.remote()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
     return os.getpid()
 
 
