@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cos_bench.metrics import SWEEP_PREFIX, sweep_columns
+from cos_bench.metrics import SWEEP_PREFIX, arm_rows, sweep_columns
 
 KEYS = ["run", "task", "setting"]
 SHORT_NAMES = {"gamma.small": "γ", "temperature": "T"}  # table labels for the usual swept parameters
@@ -40,8 +40,9 @@ PER_METHOD = [
 def load(path: Path) -> pd.DataFrame:
     """One row per (cell, task, setting) with each method's figures side by side."""
     frame = pd.read_csv(path, na_values=["n/a"])
-    if "arm" in frame:  # issue 5's targets are the run's own methods'; arms (issue 15) are scripts/draft_targets.py's
-        frame = frame[frame["arm"].fillna("") == ""].copy()
+    if "arm" in frame:
+        frame["arm"] = frame["arm"].fillna("")  # the CSV writes the run's own methods' empty arm as an empty cell
+    frame = frame[~arm_rows(frame)].copy()  # issue 5's targets are the run's own methods'; arms are scripts/draft_targets.py's
     frame["cell"] = cell_labels(frame)
     wide = frame.pivot_table(
         index=KEYS,
