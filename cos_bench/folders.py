@@ -35,7 +35,7 @@ def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> 
     cells = [cell for folder in folders for cell in sweep_folders(folder)]
     summary = summarize(load_records(cells))
     paths = write_summary_report(summary, out_dir)
-    for param in sorted({p for folder in folders if (folder / "sweep.json").exists() for p in swept_parameters(folder)}):
+    for param in sorted({p for folder in folders if (folder / SWEEP_NAME).exists() for p in swept_parameters(folder)}):
         plot_sweep(summary, param, out_dir / f"sweep_{param}.png")
     console.print(render_headline(summary))
     if paths.acceptance_png is None:
@@ -43,10 +43,38 @@ def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> 
     return paths
 
 
+SWEEP_NAME = "sweep.json"
+
+
+def read_sweep(sweep_dir: Path) -> dict[str, Any]:
+    """A sweep folder's sweep.json: the last sweep command's `config` and `cells`, and `earlier` commands' (oldest first)."""
+    path = sweep_dir / SWEEP_NAME
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+        earlier = written.get("earlier", []) if isinstance(written, dict) else None
+        if not isinstance(earlier, list) or not all(_is_sweep_entry(entry) for entry in [*earlier, written]):
+            raise ValueError("not a config with a list of cell labels per sweep command")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CosBenchError(
+            f"{path} is corrupt ({err}); restore it, or delete it (the cell folders stay) and rerun the sweep command"
+        ) from None
+    return written
+
+
+def _is_sweep_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("cells"), list) and all(isinstance(label, str) for label in entry["cells"])
+
+
+def sweep_cell_labels(sweep_dir: Path) -> list[str]:
+    """Every cell any sweep command ran into `sweep_dir`, once each: a resumed sweep may run only part of the grid."""
+    written = read_sweep(sweep_dir)
+    entries = [*written.get("earlier", []), written]
+    return list(dict.fromkeys(label for entry in entries for label in entry["cells"]))
+
+
 def swept_parameters(sweep_dir: Path) -> list[str]:
-    """The parameters a sweep folder varies, from the cell labels in its sweep.json."""
-    cells = json.loads((sweep_dir / "sweep.json").read_text())["cells"]
-    return sorted({key for label in cells for key in parse_cell_label(label)})
+    """The parameters a sweep folder varies, from the cell labels of every sweep command in its sweep.json."""
+    return sorted({key for label in sweep_cell_labels(sweep_dir) for key in parse_cell_label(label)})
 
 
 def sweep_folders(folder: Path) -> Iterator[Path]:

@@ -95,22 +95,26 @@ def _describe_holder(fd: int) -> str:
 # --- manifest -----------------------------------------------------------------
 
 
-def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
-    """Write `folder/manifest.json` atomically (temp file + os.replace): a crash leaves the old one or the new one."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"  # TypeError here = a non-JSON value: a bug upstream
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
+def write_json_atomic(path: Path, value: Mapping[str, Any]) -> Path:
+    """Write `value` as JSON to `path` atomically (temp file + os.replace): a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"  # TypeError here = a non-JSON value: a bug upstream
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, folder / MANIFEST_NAME)
+        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return folder / MANIFEST_NAME
+    return path
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write `folder/manifest.json` atomically."""
+    return write_json_atomic(Path(folder) / MANIFEST_NAME, manifest)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from rich.console import Console
 from cos_bench.config import ExperimentConfig, config_to_dict, sweep_cells
 from cos_bench.errors import CosBenchError
 from cos_bench.executors import CellJob, CellOutcome, open_executor
-from cos_bench.folders import report_folders
-from cos_bench.storage import RECORDS_NAME, exclusive_writer
+from cos_bench.folders import SWEEP_NAME, read_sweep, report_folders
+from cos_bench.storage import RECORDS_NAME, exclusive_writer, write_json_atomic
 
 
 def cell_folder_name(label: str) -> str:
@@ -35,14 +35,30 @@ def run_sweep(cfg: ExperimentConfig, out_dir: Path, console: Console | None = No
     with open_executor(cfg.executor, cfg.device, len(cells), console) as executor:
         # The sweep folder has one writer too: a second sweep would rewrite sweep.json and the report.
         with exclusive_writer(out_dir):
-            (out_dir / "sweep.json").write_text(
-                json.dumps({"config": config_to_dict(cfg), "cells": [cell.label for cell in cells]}, indent=2)
-            )
+            record_sweep(out_dir, cfg, [cell.label for cell in cells])
             base = out_dir.absolute()  # every worker, wherever its working directory, writes the same folders
             jobs = [CellJob(cell.label, cell.config, base / cell_folder_name(cell.label), cell.values) for cell in cells]
             outcomes = executor.run(jobs, console)
             report_sweep(out_dir, outcomes, console)
     return [outcome.job.folder for outcome in outcomes]
+
+
+def record_sweep(out_dir: Path, cfg: ExperimentConfig, labels: Sequence[str]) -> None:
+    """Write sweep.json: this command's config and cells, after every earlier command's (`earlier`, oldest first).
+
+    A resumed sweep may run part of the grid (one task, one temperature): overwriting would leave a
+    description of that part only, while the folder holds every part.
+    """
+    # Round-tripped through JSON so that it compares equal to the same command read back (tuples become lists).
+    entry = json.loads(json.dumps({"config": config_to_dict(cfg), "cells": list(labels)}))
+    earlier: list[dict] = []
+    if (out_dir / SWEEP_NAME).exists():
+        previous = read_sweep(out_dir)
+        earlier = list(previous.get("earlier", []))
+        last = {"config": previous.get("config"), "cells": previous["cells"]}
+        if last != entry:  # the same command again adds nothing to the history
+            earlier.append(last)
+    write_json_atomic(out_dir / SWEEP_NAME, {**entry, "earlier": earlier})
 
 
 def report_sweep(out_dir: Path, outcomes: Sequence[CellOutcome], console: Console) -> None:

@@ -340,6 +340,9 @@ def test_mismatched_tokenizers_are_refused_naming_both(tmp_path, pair):
 
 
 def test_sweep_writes_a_folder_per_cell_and_plots(tmp_path, pair):
+    from cos_bench.folders import sweep_cell_labels
+    from cos_bench.sweep import cell_folder_name
+
     config = write_config(tmp_path, pair, tasks=["gsm8k"], limit=1, max_new_tokens=4, methods=["vanilla", "cos"],
                           combinations=[{"rule": "we", "weights": [0.5, 0.5]}])  # fmt: skip
     out = tmp_path / "sweep"
@@ -354,10 +357,19 @@ def test_sweep_writes_a_folder_per_cell_and_plots(tmp_path, pair):
     # Resumable: a second invocation runs nothing new.
     again = invoke("sweep", "--config", config, "--out", out, "--lambda", "0.2,0.8", "--proposers", "small,large")
     assert again.exit_code == 0 and again.output.count("already there") == 4
+    assert json.loads((out / "sweep.json").read_text())["earlier"] == []  # the same command adds no history
+    # A resume over part of the grid describes that part, and keeps the earlier command's cells.
+    part = invoke("sweep", "--config", config, "--out", out, "--lambda", "0.2", "--proposers", "small,large")
+    assert part.exit_code == 0 and part.output.count("already there") == 2
+    written = json.loads((out / "sweep.json").read_text())
+    assert len(written["cells"]) == 2 and [len(entry["cells"]) for entry in written["earlier"]] == [4]
+    assert sorted(cell_folder_name(label) for label in sweep_cell_labels(out)) == cells
     report = invoke("report", out, "--out", tmp_path / "rep")
     assert report.exit_code == 0, report.output
     assert (tmp_path / "rep" / "summary.csv").exists()
     assert (tmp_path / "rep" / "sweep_lambda.png").stat().st_size > 0
+    (out / "sweep.json").write_text('{"cells": "lambda=0.2"}')
+    assert "sweep.json is corrupt" in one_line_error(invoke("report", out, "--out", tmp_path / "rep2"))
 
 
 def test_any_field_can_be_overridden_with_set(tmp_path, pair):
