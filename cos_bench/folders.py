@@ -14,7 +14,7 @@ from cos_bench.errors import CosBenchError
 from cos_bench.metrics import load_records, summarize
 from cos_bench.plots import plot_sweep
 from cos_bench.report import ReportPaths, render_headline, write_summary_report
-from cos_bench.storage import RECORDS_NAME
+from cos_bench.storage import RECORDS_NAME, SWEEP_NAME
 
 
 def parse_cell_label(label: str) -> dict[str, Any]:
@@ -41,9 +41,6 @@ def report_folders(folders: Sequence[Path], out_dir: Path, console: Console) -> 
     if paths.acceptance_png is None:
         console.print("acceptance by draft position: nothing to draw (every row drafted one position, γ = 1)")
     return paths
-
-
-SWEEP_NAME = "sweep.json"
 
 
 def read_sweep(sweep_dir: Path) -> dict[str, Any]:

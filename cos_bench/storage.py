@@ -35,6 +35,7 @@ from cos_bench.record import RunRecord
 
 MANIFEST_NAME = "manifest.json"
 RECORDS_NAME = "records.jsonl"
+SWEEP_NAME = "sweep.json"  # a sweep folder's commands and cells (cos_bench.sweep writes it, cos_bench.folders reads it)
 LOCK_NAME = "writer.lock"
 _KEY_SEPARATOR = "|"
 

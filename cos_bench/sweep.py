@@ -15,8 +15,8 @@ from rich.console import Console
 from cos_bench.config import ExperimentConfig, config_to_dict, sweep_cells
 from cos_bench.errors import CosBenchError
 from cos_bench.executors import CellJob, CellOutcome, open_executor
-from cos_bench.folders import SWEEP_NAME, read_sweep, report_folders
-from cos_bench.storage import RECORDS_NAME, exclusive_writer, write_json_atomic
+from cos_bench.folders import read_sweep, report_folders
+from cos_bench.storage import RECORDS_NAME, SWEEP_NAME, exclusive_writer, write_json_atomic
 
 
 def cell_folder_name(label: str) -> str:
