@@ -1,7 +1,8 @@
 """The results folder's manifest: what a run was (config, engine, models, versions, hardware, calibration).
 
-`open_results` refuses to resume a folder written by a different configuration or engine;
-`with_history` keeps what earlier invocations of a resumed run recorded.
+`open_results` refuses to resume a folder written by a different configuration or engine, and
+`refuse_other_hardware` one timed on a different machine; `with_history` keeps what earlier
+invocations of a resumed run recorded.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -55,6 +57,50 @@ def hardware() -> dict[str, Any]:
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["cuda"] = torch.version.cuda
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name: `platform.processor()` says only "x86_64" on Linux, where two VMs of one
+    name can be an AMD EPYC and an Intel Xeon with 2.7x slower steps (seen here)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _timing_hardware(info: dict[str, Any]) -> dict[str, Any]:
+    """What of a manifest's `hardware` sets the speed of every forward, hence the ratios between methods.
+    A field it did not record (cpu_model before it was added) is left out of the comparison."""
+    fields = {
+        "CPU": info.get("cpu_model"),
+        "CPUs": info.get("cpu_count"),
+        "torch threads": info.get("torch_threads"),
+        # The kinds of GPU, not their count: a cell given one GPU of eight times alike on each.
+        "GPUs": ", ".join(sorted(set(info.get("cuda_devices", [])))) or "none",
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def refuse_other_hardware(out_dir: Path) -> None:
+    """CosBenchError if the folder's run was timed on hardware that differs from this machine's: a resume
+    there would average two machines' speedups into one group. Called only when decodes remain, so a
+    finished folder can still be reopened anywhere."""
+    if not (out_dir / "manifest.json").exists():
+        return
+    written = read_manifest(out_dir).get("hardware") or {}
+    if not written:
+        return  # written without a hardware record (test fixtures): nothing to compare
+    before, now = _timing_hardware(written), _timing_hardware(hardware())
+    changed = [f"{name} {before[name]} -> {now.get(name)}" for name in before if before[name] != now.get(name)]
+    if changed:
+        raise CosBenchError(
+            f"{out_dir} was timed on other hardware ({'; '.join(changed)}), and resuming here would mix two machines' "
+            "timings in one run; resume it on the hardware that started it, or pass --out with a new folder"
+        )
 
 
 def node() -> dict[str, Any]:

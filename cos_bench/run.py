@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cos_bench.config import Arm, Combination, ExperimentConfig, WeightedEnsembleSpec
 from cos_bench.core import DecodeSettings, PassCost
 from cos_bench.engine import Engine, Prompt, build_prompts, build_runners, decode_one, load_engine, settings_for, stop_for, use_chat
-from cos_bench.manifest import build_manifest, open_results, with_history
+from cos_bench.manifest import build_manifest, open_results, refuse_other_hardware, with_history
 from cos_bench.methods import TWO_MODEL_WE_ONLY, hf_drafting
 from cos_bench.metrics import load_records, summarize
 from cos_bench.record import Calibration, RunRecord, Timing, arm_method_name
@@ -104,6 +104,8 @@ def run_experiment(
         prompts = {task.name: build_prompts(task, examples[task.name], engine, chat) for task in tasks}
         planned = plan(cfg, tasks, prompts)
         jobs = [job for job in planned if job.key not in done]
+        if jobs:
+            refuse_other_hardware(out_dir)
         skipped = len(planned) - len(jobs)
         if skipped:
             console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")

@@ -284,6 +284,27 @@ def test_resuming_results_of_another_prompt_format_is_refused_in_one_line(tmp_pa
     assert (out / "records.jsonl").read_text() == before
 
 
+def test_resuming_results_timed_on_another_cpu_is_refused_but_a_finished_folder_reopens(tmp_path, pair):
+    out = tmp_path / "run"
+    config = write_config(tmp_path, pair, limit=1, tasks=["gsm8k"], methods=["vanilla"])
+    assert invoke("run", "--config", config, "--out", out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["hardware"]["cpu_model"]  # this machine's, never empty
+    manifest["hardware"]["cpu_model"] = "Some Other CPU 9000"  # as if the first segment ran on another VM type
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = (out / "records.jsonl").read_text()
+    error = one_line_error(invoke("run", "--config", config, "--out", out, "--limit", "2"))
+    assert "Some Other CPU 9000 ->" in error and "--out with a new folder" in error
+    assert (out / "records.jsonl").read_text() == before
+    # Nothing left to decode times nothing: the same command on the finished folder is not refused.
+    assert invoke("run", "--config", config, "--out", out).exit_code == 0
+    # A manifest from before cpu_model was recorded is compared on what it has (threads, CPUs, GPUs).
+    del manifest["hardware"]["cpu_model"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert invoke("run", "--config", config, "--out", out, "--limit", "2").exit_code == 0
+    assert len(lines(out / "records.jsonl")) == 2 * before.count("\n")  # the second example, every setting
+
+
 @pytest.mark.slow
 def test_compiled_engine_end_to_end_on_cpu(tmp_path, pair):
     # torch.compile (inductor, no CUDA graphs on a CPU): the static-cache runners compile every
