@@ -86,8 +86,11 @@ COLUMN_DOCS: dict[str, str] = {
     ),
     "measured_over_theoretical_measured_pass": "computed: speedup_decode / theoretical_speedup_measured_pass",
     "framework_overhead": (
-        "measured, vanilla only: decode seconds per token (first token excluded) / Σ the models' bare "
-        "single-step forward times from calibration; 1.0 = no cost beyond the forward passes"
+        "measured, vanilla only: decode seconds per token (first token excluded) / Σ the models' single-step "
+        "forward times from calibration (each model alone, its cache cropped back to the prompt); 1.0 = no cost "
+        "beyond the forward passes as calibrated. It also counts forwards that run slower in the decode than in "
+        "calibration (models taking turns, a growing cache, the host's speed drifting): `loop overhead` isolates "
+        "the loop, scripts/decode_step_probe.py times the rest"
     ),
     "loop_overhead": (
         "measured: Σ end-to-end seconds / Σ seconds inside the models' forward calls, same decodes, prefill "
