@@ -30,7 +30,8 @@ from cos_bench.tasks.base import PROMPT_FORMAT_VERSION, Task
 
 # Fields that may change between a run and its resumption without mixing incomparable numbers.
 # `engine` as written may change (auto vs its resolution); the resolved engine is compared on its own.
-# How a sweep dispatched its cells (the executor keys) changes no number: a cell resumes under either executor.
+# How a sweep dispatched its cells (the executor keys) changes no number: a cell resumes under either executor
+# where both give it the same hardware (`refuse_other_hardware`; a CPU cell under Ray runs cpus_per_cell threads).
 RESUMABLE_CHANGES = (
     "limit", "repeats", "warmup", "methods", "arms", "tasks", "allow_code_eval", "data_dir", "engine",
     "executor", "ray_address", "gpus_per_cell", "cpus_per_cell",
@@ -72,29 +73,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _timing_hardware(info: dict[str, Any]) -> dict[str, Any]:
-    """What of a manifest's `hardware` sets the speed of every forward, hence the ratios between methods.
-    A field it did not record (cpu_model before it was added) is left out of the comparison."""
-    fields = {
-        "CPU": info.get("cpu_model"),
-        "CPUs": info.get("cpu_count"),
-        "torch threads": info.get("torch_threads"),
-        # The kinds of GPU, not their count: a cell given one GPU of eight times alike on each.
-        "GPUs": ", ".join(sorted(set(info.get("cuda_devices", [])))) or "none",
-    }
+def _timing_hardware(info: dict[str, Any], device_type: str) -> dict[str, Any]:
+    """What of a manifest's `hardware` sets the speed of a run's forwards on `device_type`, hence the ratios
+    between its methods. On a CPU: the CPU and its threads. On a GPU: the kinds of GPU (not their count:
+    a cell given one GPU of eight times alike on each) and the CPU that launches their work; CPU threads
+    barely touch a GPU run, and a Ray cell runs `cpus_per_cell` of them where a local run uses every core.
+    A field the manifest did not record (cpu_model before it was added) is left out of the comparison."""
+    fields: dict[str, Any] = {"CPU": info.get("cpu_model")}
+    if device_type == "cpu":
+        fields |= {"CPUs": info.get("cpu_count"), "torch threads": info.get("torch_threads")}
+    elif device_type == "cuda":
+        fields["GPUs"] = ", ".join(sorted(set(info.get("cuda_devices", [])))) or "none"
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def refuse_other_hardware(out_dir: Path) -> None:
-    """CosBenchError if the folder's run was timed on hardware that differs from this machine's: a resume
-    there would average two machines' speedups into one group. Called only when decodes remain, so a
-    finished folder can still be reopened anywhere."""
+def refuse_other_hardware(out_dir: Path, device: torch.device) -> None:
+    """CosBenchError if the folder's run was timed on hardware that differs from this machine's where it
+    sets the speed of forwards on `device`: a resume there would average two machines' speedups into one
+    group. Called only when decodes remain, so a finished folder can still be reopened anywhere."""
     if not (out_dir / "manifest.json").exists():
         return
     written = read_manifest(out_dir).get("hardware") or {}
     if not written:
         return  # written without a hardware record (test fixtures): nothing to compare
-    before, now = _timing_hardware(written), _timing_hardware(hardware())
+    before, now = _timing_hardware(written, device.type), _timing_hardware(hardware(), device.type)
     changed = [f"{name} {before[name]} -> {now.get(name)}" for name in before if before[name] != now.get(name)]
     if changed:
         raise CosBenchError(

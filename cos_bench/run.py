@@ -105,7 +105,7 @@ def run_experiment(
         planned = plan(cfg, tasks, prompts)
         jobs = [job for job in planned if job.key not in done]
         if jobs:
-            refuse_other_hardware(out_dir)
+            refuse_other_hardware(out_dir, engine.device)
         skipped = len(planned) - len(jobs)
         if skipped:
             console.print(f"resuming {out_dir}: {skipped} records already there are kept and skipped")

@@ -1,0 +1,50 @@
+"""A resumed run must be timed on the hardware that started it, judged on what sets its forwards' speed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cos_bench import manifest
+from cos_bench.errors import CosBenchError
+from cos_bench.storage import write_manifest
+
+EPYC = {"cpu_model": "AMD EPYC 9R14", "cpu_count": 2, "torch_threads": 2, "cuda_devices": ["NVIDIA H200"]}
+
+
+def resume(tmp_path, monkeypatch, written: dict, now: dict, device: str) -> None:
+    write_manifest(tmp_path, {"hardware": written})
+    monkeypatch.setattr(manifest, "hardware", lambda: now)
+    manifest.refuse_other_hardware(tmp_path, torch.device(device))
+
+
+@pytest.mark.parametrize(
+    ("change", "device", "refused"),
+    [
+        ({"cpu_model": "Intel(R) Xeon(R) Processor"}, "cpu", "CPU AMD EPYC 9R14 -> Intel(R) Xeon(R) Processor"),
+        ({"torch_threads": 1}, "cpu", "torch threads 2 -> 1"),
+        ({"cpu_count": 16}, "cpu", "CPUs 2 -> 16"),
+        ({"cuda_devices": ["NVIDIA A100"]}, "cpu", None),  # a CPU run's speed does not depend on the GPU beside it
+        ({"torch_threads": 1, "cpu_count": 16}, "cuda", None),  # a Ray GPU cell runs cpus_per_cell threads
+        ({"cuda_devices": ["NVIDIA H200"] * 8}, "cuda", None),  # more GPUs of one kind: each times alike
+        ({"cuda_devices": ["NVIDIA A100"]}, "cuda", "GPUs NVIDIA H200 -> NVIDIA A100"),
+        ({"cpu_model": "Intel(R) Xeon(R) Processor"}, "cuda", "CPU AMD EPYC 9R14 -> Intel(R) Xeon(R) Processor"),
+    ],
+)
+def test_a_resume_is_refused_only_where_the_hardware_sets_a_different_speed(tmp_path, monkeypatch, change, device, refused):
+    if refused is None:
+        resume(tmp_path, monkeypatch, EPYC, EPYC | change, device)
+        return
+    with pytest.raises(CosBenchError) as error:
+        resume(tmp_path, monkeypatch, EPYC, EPYC | change, device)
+    assert refused in str(error.value) and "--out with a new folder" in str(error.value)
+
+
+def test_what_an_older_manifest_did_not_record_is_not_compared(tmp_path, monkeypatch):
+    older = {key: value for key, value in EPYC.items() if key != "cpu_model"}
+    resume(tmp_path, monkeypatch, older, EPYC | {"cpu_model": "Intel(R) Xeon(R) Processor"}, "cpu")
+    resume(tmp_path, monkeypatch, {}, EPYC, "cpu")  # no hardware record at all
+
+
+def test_this_machine_names_its_cpu():
+    assert manifest.hardware()["cpu_model"].strip()
