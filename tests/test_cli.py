@@ -298,7 +298,7 @@ def test_resuming_results_timed_on_another_cpu_is_refused_but_a_finished_folder_
     assert (out / "records.jsonl").read_text() == before
     # Nothing left to decode times nothing: the same command on the finished folder is not refused.
     assert invoke("run", "--config", config, "--out", out).exit_code == 0
-    # A manifest from before cpu_model was recorded is compared on what it has (threads, CPUs, GPUs).
+    # A manifest from before cpu_model was recorded is compared on what it has (a CPU run: CPU count, threads).
     del manifest["hardware"]["cpu_model"]
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert invoke("run", "--config", config, "--out", out, "--limit", "2").exit_code == 0
