@@ -83,8 +83,15 @@ def _timing_hardware(info: dict[str, Any], device_type: str) -> dict[str, Any]:
     if device_type == "cpu":
         fields |= {"CPUs": info.get("cpu_count"), "torch threads": info.get("torch_threads")}
     elif device_type == "cuda":
-        fields["GPUs"] = ", ".join(sorted(set(info.get("cuda_devices", [])))) or "none"
+        fields["GPUs"] = _gpu_kinds(info.get("cuda_devices"))
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _gpu_kinds(devices: Any) -> str:
+    """The kinds of GPU a manifest lists, "none" for none; a hand-edited value that is not a list is compared as written."""
+    if not devices:
+        return "none"
+    return ", ".join(sorted({str(device) for device in devices})) if isinstance(devices, list) else str(devices)
 
 
 def refuse_other_hardware(out_dir: Path, device: torch.device) -> None:
@@ -93,9 +100,9 @@ def refuse_other_hardware(out_dir: Path, device: torch.device) -> None:
     group. Called only when decodes remain, so a finished folder can still be reopened anywhere."""
     if not (out_dir / "manifest.json").exists():
         return
-    written = read_manifest(out_dir).get("hardware") or {}
-    if not written:
-        return  # written without a hardware record (test fixtures): nothing to compare
+    written = read_manifest(out_dir).get("hardware")
+    if not written or not isinstance(written, dict):
+        return  # written without a hardware record (test fixtures), or a hand-edited one: nothing to compare
     before, now = _timing_hardware(written, device.type), _timing_hardware(hardware(), device.type)
     changed = [f"{name} {before[name]} -> {now.get(name)}" for name in before if before[name] != now.get(name)]
     if changed:

@@ -44,6 +44,13 @@ def test_what_an_older_manifest_did_not_record_is_not_compared(tmp_path, monkeyp
     older = {key: value for key, value in EPYC.items() if key != "cpu_model"}
     resume(tmp_path, monkeypatch, older, EPYC | {"cpu_model": "Intel(R) Xeon(R) Processor"}, "cpu")
     resume(tmp_path, monkeypatch, {}, EPYC, "cpu")  # no hardware record at all
+    resume(tmp_path, monkeypatch, ["not", "a", "mapping"], EPYC, "cpu")  # a hand-edited one: nothing to compare
+
+
+def test_a_hand_edited_gpu_list_is_compared_not_a_traceback(tmp_path, monkeypatch):
+    resume(tmp_path, monkeypatch, EPYC | {"cuda_devices": None}, EPYC | {"cuda_devices": []}, "cuda")  # both: none
+    with pytest.raises(CosBenchError, match="GPUs NVIDIA H200 -> none"):
+        resume(tmp_path, monkeypatch, EPYC | {"cuda_devices": "NVIDIA H200"}, EPYC | {"cuda_devices": None}, "cuda")
 
 
 def test_this_machine_names_its_cpu():
