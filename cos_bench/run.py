@@ -140,6 +140,17 @@ def plan(cfg: ExperimentConfig, tasks: Sequence[Task], prompts: dict[str, list[P
     ]
 
 
+def calibrated_engine(cfg: ExperimentConfig, task_name: str, count: int, console: Console) -> tuple[Engine, list[Prompt], dict]:
+    """The config's models with their runners, the task's first `count` prompts, and a calibration on
+    those prompts, made as a run makes them: for scripts that time forwards outside a run."""
+    engine = load_engine(cfg, console)
+    task = get_task(task_name)
+    examples = task.load(resolve_data_source(cfg.data_dir), count, 0, cfg.seed, cfg.subjects)
+    prompts = build_prompts(task, examples, engine, use_chat(cfg, engine.tokenizer))
+    build_runners(cfg, engine, [int(p.ids.shape[0]) for p in prompts], console, {})
+    return engine, prompts, calibrate(cfg, engine, [p.ids for p in prompts], console)
+
+
 def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.Tensor], console: Console) -> dict:
     console.print("measuring each model's single-step and verification-pass forward times (for c and the pass cost)")
     eager = engine.kind == "eager"  # a compiled forward is inductor's code: no library to choose

@@ -21,10 +21,7 @@ import torch
 from rich.console import Console
 
 from cos_bench.config import apply_overrides, load_config
-from cos_bench.engine import build_prompts, build_runners, load_engine, use_chat
-from cos_bench.run import calibrate
-from cos_bench.tasks import get_task
-from cos_bench.tasks.data import resolve_data_source
+from cos_bench.run import calibrated_engine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,12 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     cfg = apply_overrides(load_config(args.config), {"dtype": args.dtype, "data_dir": args.data_dir, "device": "cpu"})
-    engine = load_engine(cfg, console)
-    chat = use_chat(cfg, engine.tokenizer)
-    task = get_task(cfg.tasks[0])
-    prompts = build_prompts(task, task.load(resolve_data_source(cfg.data_dir), 2, 0, cfg.seed, cfg.subjects), engine, chat)
-    build_runners(cfg, engine, [int(p.ids.shape[0]) for p in prompts], console, {})
-    calibration = calibrate(cfg, engine, [p.ids for p in prompts], console)
+    engine, _, calibration = calibrated_engine(cfg, cfg.tasks[0], 2, console)
     result = {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn_enabled": torch.backends.mkldnn.enabled,

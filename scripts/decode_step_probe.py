@@ -21,9 +21,9 @@ and prints each pattern's median and mean ms per model and their ratio to the ca
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,19 +32,15 @@ from rich.console import Console
 
 from cos_bench.config import apply_overrides, load_config
 from cos_bench.core.runner import ModelRunner
-from cos_bench.engine import build_prompts, build_runners, load_engine, use_chat
-from cos_bench.run import calibrate
-from cos_bench.tasks import get_task
-from cos_bench.tasks.data import resolve_data_source
+from cos_bench.run import calibrated_engine
+from cos_bench.timing import timed
 
 PATTERNS = ("alone_cropped", "alone_growing", "alternating_cropped", "alternating_growing")
 
 
 def _step(runner: ModelRunner, token: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """One single-token forward: the next greedy token and the forward's wall seconds (CPU: synchronous)."""
-    start = time.perf_counter()
-    logits = runner.feed(token.view(1), keep=1)
-    seconds = time.perf_counter() - start
+    """One single-token forward: the next greedy token and the forward's seconds (`timing.timed`, as calibration times it)."""
+    logits, seconds = timed(functools.partial(runner.feed, token.view(1), keep=1), token.device)
     return logits[-1].argmax(), seconds
 
 
@@ -95,12 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     cfg = apply_overrides(load_config(args.config), {"data_dir": args.data_dir, "device": "cpu", "engine": "eager"})
-    engine = load_engine(cfg, console)
-    task = get_task(args.task)
-    examples = task.load(resolve_data_source(cfg.data_dir), args.prompts, 0, cfg.seed, cfg.subjects)
-    prompts = [p.ids for p in build_prompts(task, examples, engine, use_chat(cfg, engine.tokenizer))]
-    build_runners(cfg, engine, [int(p.shape[0]) for p in prompts], console, {})
-    calibration = calibrate(cfg, engine, prompts, console)  # sets each model's single-token oneDNN choice, as a run does
+    # The calibration also sets each model's single-token oneDNN choice, as a run does.
+    engine, built, calibration = calibrated_engine(cfg, args.task, args.prompts, console)
+    prompts = [p.ids for p in built]
     step_seconds = calibration["step_seconds"]
     result: dict = {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
