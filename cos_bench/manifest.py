@@ -23,6 +23,7 @@ import torch
 from cos_bench import __version__
 from cos_bench.config import ExperimentConfig, config_to_dict
 from cos_bench.core.runner import PREFILL_BUCKET
+from cos_bench.cpuinfo import KERNEL_FLAGS, cpu_model, kernel_isa
 from cos_bench.engine import ENGINE_HOW, Engine, resolve_engine
 from cos_bench.errors import CosBenchError
 from cos_bench.storage import ResultsStore, read_manifest
@@ -51,6 +52,8 @@ def hardware() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_isa": kernel_isa(),
+        "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
@@ -60,28 +63,22 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def cpu_model() -> str:
-    """The CPU's model name: `platform.processor()` says only "x86_64" on Linux, where two VMs of one
-    name can be an AMD EPYC and an Intel Xeon with 2.7x slower steps (seen here)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _timing_hardware(info: dict[str, Any], device_type: str) -> dict[str, Any]:
     """What of a manifest's `hardware` sets the speed of a run's forwards on `device_type`, hence the ratios
-    between its methods. On a CPU: the CPU and its threads. On a GPU: the kinds of GPU (not their count:
+    between its methods. On a CPU: the CPU (its model name, and the instruction sets that pick torch's
+    matmul kernels: one name covers CPUs with and without AVX-512) and its threads. On a GPU: the kinds of GPU (not their count:
     a cell given one GPU of eight times alike on each) and the CPU that launches their work; CPU threads
     barely touch a GPU run, and a Ray cell runs `cpus_per_cell` of them where a local run uses every core.
-    A field the manifest did not record (cpu_model before it was added) is left out of the comparison."""
+    A field the manifest did not record (cpu_model, cpu_isa before they were added) is left out of the comparison."""
     fields: dict[str, Any] = {"CPU": info.get("cpu_model")}
     if device_type == "cpu":
-        fields |= {"CPUs": info.get("cpu_count"), "torch threads": info.get("torch_threads")}
+        isa = info.get("cpu_isa")
+        fields |= {
+            "instruction sets": None if isa is None else str(isa) or "none of " + "/".join(KERNEL_FLAGS),
+            "torch kernels": info.get("torch_cpu_kernels"),
+            "CPUs": info.get("cpu_count"),
+            "torch threads": info.get("torch_threads"),
+        }
     elif device_type == "cuda":
         fields["GPUs"] = _gpu_kinds(info.get("cuda_devices"))
     return {name: value for name, value in fields.items() if value is not None}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from cos_bench.cpuinfo import cpu_flags
 from cos_bench.errors import CosBenchError
 from cos_bench.offline import (
     OFFLINE_PREFIX,
@@ -142,12 +143,7 @@ def cpu_bf16_beats_fp32(cpuinfo: str | None = None) -> bool:
     """True where bf16 was measured faster than fp32 (`resolve_dtype`): CPUs with native bf16
     arithmetic or AVX2, by the flags in `cpuinfo` (default: Linux's /proc/cpuinfo); elsewhere (no
     flags to read, other ISAs) False."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    return not {"avx512_bf16", "amx_bf16", "avx2"}.isdisjoint(cpuinfo.split())
+    return not {"avx512_bf16", "amx_bf16", "avx2"}.isdisjoint(cpu_flags(cpuinfo))
 
 
 class _ForwardSwitch:
