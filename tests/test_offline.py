@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, GgufConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, Qwen2Config
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from cos_bench import offline
@@ -317,6 +317,11 @@ def test_streamed_checkpoint_is_transformers_own_gguf_load_bit_for_bit(tmp_path,
     assert torch.equal(streamed(ids).logits, reference(ids).logits)
     provenance = json.loads((folder / offline.PROVENANCE_FILE).read_text())
     assert provenance["converter"] == "streaming" and provenance["conversion_seconds"] >= 0
+    assert provenance["gguf_metadata"] == {"general.name": "mixed"}  # what the file says of itself, nothing more
+    # The tokenizer, found by its type without AutoTokenizer's own pass over the file: the same files as that pass gives.
+    AutoTokenizer.from_pretrained(tmp_path, gguf_file=gguf_path.name).save_pretrained(tmp_path / "reference-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (folder / name).read_text() == (tmp_path / "reference-tokenizer" / name).read_text()
 
 
 @pytest.mark.parametrize(
