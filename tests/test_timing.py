@@ -222,34 +222,29 @@ LONG = torch.arange(80) % VOCAB  # a prompt longer than the probe threshold (LON
 
 
 class LinearDtypes(TorchFunctionMode):
-    """Records the input dtype of every linear layer computed under it."""
+    """Records the input dtype of every linear layer computed under it, and the storage of each fp32 weight."""
 
     def __init__(self):
         super().__init__()
         self.seen: list[torch.dtype] = []
+        self.fp32_weight_storages: list[int] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func is torch.nn.functional.linear:
             self.seen.append(args[0].dtype)
+            if args[1].dtype == torch.float32:
+                self.fp32_weight_storages.append(args[1].untyped_storage().data_ptr())
         return func(*args, **(kwargs or {}))
 
 
 class FreshUpcast(TorchFunctionMode):
-    """The fp32 long feed as first written: every layer's weight upcast into a new tensor. Also records
-    the storage of each fp32 weight the products read."""
-
-    def __init__(self, record_only: bool = False):
-        super().__init__()
-        self.record_only = record_only
-        self.weight_storages: list[int] = []
+    """The fp32 long feed as first written, for reference: every layer's weight upcast into a new tensor."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.nn.functional.linear:
             x, weight, *rest = args
-            if weight.dtype == torch.float32:
-                self.weight_storages.append(weight.untyped_storage().data_ptr())
-            if not self.record_only and x.dtype == torch.bfloat16 and x.shape[-2] >= LONG_FEED_TOKENS:
+            if x.dtype == torch.bfloat16 and x.shape[-2] >= LONG_FEED_TOKENS:
                 bias = rest[0] if rest else kwargs.get("bias")
                 return func(x.float(), weight.float(), None if bias is None else bias.float()).to(torch.bfloat16)
         return func(*args, **kwargs)
@@ -262,14 +257,14 @@ def test_a_long_feed_reuses_one_fp32_buffer_per_weight_shape_with_every_layer_it
         with FreshUpcast():
             expected = model(input_ids=LONG[None]).logits
         long_feed_float32(model).set(True)
-        spy_mode = FreshUpcast(record_only=True)
+        spy_mode = LinearDtypes()
         with spy_mode:
             reused = model(input_ids=LONG[None]).logits
         long_feed_float32(model).set(False)
     # Bit for bit what a fresh upcast per layer gives: a buffer left holding another layer's weight would not.
     assert torch.equal(reused, expected)
-    assert len(spy_mode.weight_storages) > len(shapes)  # more layers than shapes...
-    assert len(set(spy_mode.weight_storages)) <= len(shapes)  # ...and one buffer per shape (lm head: one row, bf16)
+    assert len(spy_mode.fp32_weight_storages) > len(shapes)  # more layers than shapes...
+    assert len(set(spy_mode.fp32_weight_storages)) <= len(shapes)  # ...and one buffer per shape (lm head: one row, bf16)
 
 
 def test_long_feeds_compute_linear_layers_in_fp32_and_steps_stay_bf16():
