@@ -40,7 +40,7 @@ import yaml
 
 from cos_bench.core import DRAFT_POLICY_METHODS
 from cos_bench.core.combine import COMBINATION_RULES, WEIGHT_TOLERANCE, CombinationRule, Contrastive, WeightedEnsemble
-from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES, DraftPolicy, PassCost
+from cos_bench.core.drafting import DEFAULT_CONFIDENCE_THRESHOLD, DRAFT_POLICIES, AutoDraft, DraftPolicy, PassCost
 from cos_bench.errors import CosBenchError
 from cos_bench.methods import TWO_MODEL_WE_ONLY, method_names
 from cos_bench.paper import PAPER_SETTINGS
@@ -370,9 +370,19 @@ class ExperimentConfig:
     @property
     def longest_drafts(self) -> tuple[int, ...]:
         """The longest run each model may draft under the draft policy or any arm's (the compiled engine sizes blocks by it)."""
-        caps = [self.draft.build().caps(self.gammas)]
-        caps += [arm.draft.build().caps(tuple(arm.gamma[name] for name in self.model_names)) for arm in self.arms]
-        return tuple(max(column) for column in zip(*caps))
+        return tuple(max(column) for column in zip(*self._caps(lambda spec: True)))
+
+    @property
+    def longest_auto_drafts(self) -> tuple[int, ...] | None:
+        """As `longest_drafts`, over the `auto` policies only (the run's and its arms'); None where no
+        decode drafts by `auto`: calibration times every pass length up to these for it."""
+        caps = self._caps(lambda spec: spec.policy == AutoDraft.name)
+        return tuple(max(column) for column in zip(*caps)) if caps else None
+
+    def _caps(self, chosen: Callable[[DraftSpec], bool]) -> list[tuple[int, ...]]:
+        """Per chosen draft spec (the run's, then each arm's), the longest run it lets each model draft."""
+        specs = [(self.draft, self.gammas), *((arm.draft, tuple(arm.gamma[name] for name in self.model_names)) for arm in self.arms)]
+        return [spec.build().caps(gammas) for spec, gammas in specs if chosen(spec)]
 
 
 # --------------------------------------------------------------------------- errors and readers

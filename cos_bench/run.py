@@ -36,9 +36,11 @@ from cos_bench.timing import (
     C_HOW,
     LONG_FEED_HOW,
     ONEDNN_HOW,
+    PASS_CURVE_HOW,
     PASS_HOW,
     choose_long_feed_float32,
     cost_ratio,
+    curve_tokens,
     pass_tokens,
     time_forwards,
     timed,
@@ -163,13 +165,18 @@ def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.
         }
         long_feed = {name: choice for name, choice in choices.items() if choice}
     tokens = pass_tokens(dict(zip(cfg.model_names, cfg.gammas)), cfg.proposer)
+    longest = cfg.longest_auto_drafts
+    curve = curve_tokens(dict(zip(cfg.model_names, longest))) if longest else {}
     times = {
-        runner.name: time_forwards(runner, model, prompt_ids, engine.device, tokens[runner.name], choose_onednn=eager)
+        runner.name: time_forwards(
+            runner, model, prompt_ids, engine.device, tokens[runner.name], choose_onednn=eager, curve=curve.get(runner.name, ())
+        )
         for runner, model in zip(engine.runners, models, strict=True)
     }
     step = {name: t.step for name, t in times.items()}
     passes = {name: t.pass_ for name, t in times.items()}
     onednn = {name: t.onednn for name, t in times.items() if t.onednn is not None}
+    pass_curve = {name: {k: seconds / t.step for k, seconds in t.curve.items()} for name, t in times.items()}
     return {
         "step_seconds": step,
         "c": cost_ratio(step, cfg.proposer),
@@ -179,6 +186,7 @@ def calibrate(cfg: ExperimentConfig, engine: Engine, prompt_ids: Sequence[torch.
         "pass_seconds": passes,
         "pass_cost": {name: passes[name] / step[name] for name in passes},
         "pass_how": PASS_HOW,
+        **({"pass_curve": pass_curve, "pass_curve_how": PASS_CURVE_HOW} if curve else {}),
         **({"single_token_onednn": onednn, "single_token_onednn_how": ONEDNN_HOW} if onednn else {}),
         **({"long_feed_float32": long_feed, "long_feed_float32_how": LONG_FEED_HOW} if long_feed else {}),
     }
@@ -190,8 +198,17 @@ def job_settings(cfg: ExperimentConfig, combination: Combination, calibration: d
     steps = calibration["step_seconds"]
     passes = None  # a calibration from before pass costs were measured: auto charges the paper's one step
     if "pass_cost" in calibration:
-        passes = [PassCost(calibration["pass_tokens"][name], calibration["pass_cost"][name]) for name in cfg.model_names]
+        passes = [measured_pass_cost(calibration, name) for name in cfg.model_names]
     return dataclasses.replace(settings_for(cfg, combination), draft=cfg.draft.build([steps[name] for name in cfg.model_names], passes))
+
+
+def measured_pass_cost(calibration: dict, name: str) -> PassCost:
+    """Model `name`'s pass costs as calibration measured them: its verification pass, and every length
+    of its curve where an `auto` policy asked for one (keys are strings once a manifest is read back)."""
+    points = {int(k): float(r) for k, r in calibration.get("pass_curve", {}).get(name, {}).items()}
+    points[int(calibration["pass_tokens"][name])] = float(calibration["pass_cost"][name])
+    lengths = sorted(points)
+    return PassCost(tuple(lengths), tuple(points[k] for k in lengths))
 
 
 def warm_up(cfg: ExperimentConfig, engine: Engine, jobs: Sequence[Job], chat: bool, calibration: dict) -> None:

@@ -10,6 +10,7 @@ single steps, ρ = pass time / step time, is measured too: the theorems assume
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import statistics
 import time
@@ -36,6 +37,11 @@ C_HOW = "c = median single-token forward time of the proposer / that of the othe
 PASS_HOW = (
     "pass cost = median time of one forward pass feeding k tokens (k = γ of the model it verifies + 1; with n > 2 "
     "models, the default proposer's γ + 1) / median single-token forward time of the same model, on this run's prompts"
+)
+PASS_CURVE_HOW = (
+    "per model, pass cost at every length it may verify under an `auto` policy (2 to the longest run another model may "
+    "draft + 1): median time of a forward feeding k tokens / its median single-token time, on this run's prompts; "
+    "`auto` charges each run length its own"
 )
 
 ONEDNN_HOW = (
@@ -111,35 +117,44 @@ def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: t
 
 @dataclass(frozen=True)
 class ForwardTimes:
-    """One model's calibrated forwards: its single step, its verification pass, and, where the CPU
-    gives a choice, the single-token library kept ({onednn, on_ms, off_ms, kept_ms})."""
+    """One model's calibrated forwards: its single step, its verification pass, the other pass lengths
+    asked for ({tokens: seconds}), and, where the CPU gives a choice, the single-token library kept
+    ({onednn, on_ms, off_ms, kept_ms})."""
 
     step: float
     pass_: float
     onednn: dict | None
+    curve: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
 def time_forwards(
-    runner: ModelRunner, model: torch.nn.Module, prompts: Sequence[torch.Tensor], device: torch.device, tokens: int, choose_onednn: bool
+    runner: ModelRunner,
+    model: torch.nn.Module,
+    prompts: Sequence[torch.Tensor],
+    device: torch.device,
+    tokens: int,
+    choose_onednn: bool,
+    curve: Sequence[int] = (),
 ) -> ForwardTimes:
-    """Time a model's single step and `tokens`-token pass after one prefill per prompt. With
-    `choose_onednn` on a CPU with oneDNN, the step is timed with oneDNN on and off and the faster is
-    kept (`models.SingleTokenOneDNN` says why): a vanilla step slower than the hardware allows
-    would inflate every speedup."""
+    """Time a model's single step, its `tokens`-token pass and a pass of each length in `curve`, after
+    one prefill per prompt. With `choose_onednn` on a CPU with oneDNN, the step is timed with oneDNN on
+    and off and the faster is kept (`models.SingleTokenOneDNN` says why): a vanilla step slower than the
+    hardware allows would inflate every speedup."""
     switch = single_token_onednn(model)
     choose = choose_onednn and device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-    feeds = {"pass": Feed(tokens)}
+    feeds = {"pass": Feed(tokens)} | {f"pass-{k}": Feed(k) for k in curve if k != tokens}
     if choose:
         feeds |= {"on": Feed(1, functools.partial(switch.set, True)), "off": Feed(1, functools.partial(switch.set, False))}
     else:
         feeds["step"] = Feed(1)
     seconds = feed_seconds(runner, prompts, device, feeds)
+    lengths = {k: seconds["pass" if k == tokens else f"pass-{k}"] for k in curve}
     if not choose:
-        return ForwardTimes(seconds["step"], seconds["pass"], None)
+        return ForwardTimes(seconds["step"], seconds["pass"], None, lengths)
     keep = _keep_faster(switch, {True: seconds["on"], False: seconds["off"]}, default=True)
     kept = seconds["on"] if keep else seconds["off"]
     choice = {"onednn": keep, "on_ms": seconds["on"] * 1e3, "off_ms": seconds["off"] * 1e3, "kept_ms": kept * 1e3}
-    return ForwardTimes(kept, seconds["pass"], choice)
+    return ForwardTimes(kept, seconds["pass"], choice, lengths)
 
 
 def _keep_faster(switch: SingleTokenOneDNN | LongFeedFloat32, seconds: Mapping[bool, float], default: bool) -> bool:
@@ -180,6 +195,12 @@ def pass_tokens(gammas: Mapping[str, int], proposer: str) -> dict[str, int]:
     if len(gammas) == 2:
         return {name: gammas[other] + 1 for name, other in zip(gammas, reversed(list(gammas)))}
     return {name: gammas[proposer] + 1 for name in gammas}
+
+
+def curve_tokens(longest: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """Per model, every pass length it may make verifying another's run of at most `longest[other]`
+    drafts: 2 … (the longest of the others' runs) + 1."""
+    return {name: tuple(range(2, max(n for other, n in longest.items() if other != name) + 2)) for name in longest}
 
 
 def cost_ratio(step: Mapping[str, float], proposer: str) -> float | None:

@@ -269,6 +269,15 @@ def test_longest_drafts_cover_every_arm():
     assert config(arms=[{"method": "cos", "draft": "heuristic"}]).longest_drafts == (10, 2)
 
 
+def test_longest_auto_drafts_cover_only_auto_policies():
+    assert config().longest_auto_drafts is None and config(draft="heuristic").longest_auto_drafts is None
+    assert config(draft="auto").longest_auto_drafts == (10, 2)
+    auto_arm = {"method": "cos", "gamma": {"small": 3}, "draft": "auto"}
+    # The heuristic arm drafts up to 18, but only auto's runs (6 and 2) are charged by measured pass costs.
+    arms = [{"method": "cos", "gamma": {"small": 9}, "draft": "heuristic"}, auto_arm]
+    assert config(arms=arms).longest_auto_drafts == (6, 2) and config(arms=arms).longest_drafts == (18, 2)
+
+
 @pytest.mark.parametrize(
     "arms, message",
     [

@@ -8,6 +8,7 @@ test_core_greedy.py, the chi-square test and its wrong-verifier control in test_
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytest
 import torch
@@ -184,10 +185,10 @@ def test_auto_drafts_longer_for_higher_alpha_and_shorter_for_larger_c():
 
 
 def test_auto_charges_the_measured_pass_cost_and_drafts_shorter_when_passes_are_dear():
-    flat = (PassCost(6, 1.0), PassCost(6, 1.0))  # a GPU-like pass: 6 tokens cost one step
+    flat = (PassCost((6,), (1.0,)), PassCost((6,), (1.0,)))  # a GPU-like pass: 6 tokens cost one step
     assert auto_choice(0.8, (0.1, 1.0)) == auto_choice(0.8, (0.1, 1.0), pass_costs=flat)
     # CPU-like passes, in model order: the small model verifies 2 tokens (1.3 steps), the large one 6 (3.5 steps).
-    dear = (PassCost(2, 1.3), PassCost(6, 3.5))
+    dear = (PassCost((2,), (1.3,)), PassCost((6,), (3.5,)))
     for alpha in (0.5, 0.8, 0.95):
         charged = [apf_speedup(alpha, 0.1, gamma, 1, pass_cost=dear[1].at(gamma + 1)) for gamma in range(1, 11)]
         assert auto_choice(alpha, (0.1, 1.0), pass_costs=dear) == 1 + charged.index(max(charged))
@@ -195,11 +196,51 @@ def test_auto_charges_the_measured_pass_cost_and_drafts_shorter_when_passes_are_
 
 
 def test_pass_cost_interpolates_through_one_step_and_the_measured_pass():
-    cost = PassCost(tokens=6, ratio=3.5)
+    cost = PassCost(tokens=(6,), ratios=(3.5,))
     assert cost.at(1) == 1.0 and cost.at(6) == 3.5 and cost.at(11) == 6.0
     assert cost.at(3) == pytest.approx(2.0)
-    assert PassCost(tokens=1, ratio=1.0).at(9) == 1.0  # nothing measured past one token: the paper's one step
-    assert PassCost(tokens=6, ratio=0.8).at(6) == 1.0  # a pass never costs less than a step
+    assert PassCost(tokens=(1,), ratios=(1.0,)).at(9) == 1.0  # nothing measured past one token: the paper's one step
+    assert PassCost(tokens=(), ratios=()).at(9) == 1.0
+    assert PassCost(tokens=(6,), ratios=(0.8,)).at(6) == 1.0  # a pass never costs less than a step
+
+
+def test_pass_cost_follows_every_measured_length():
+    # A CPU-like curve: leaving the single-token kernels costs most of it, later tokens little.
+    cost = PassCost(tokens=(2, 4, 6), ratios=(1.5, 1.6, 2.0))
+    assert [cost.at(k) for k in (1, 2, 4, 6)] == [1.0, 1.5, 1.6, 2.0]
+    assert cost.at(3) == pytest.approx(1.55) and cost.at(5) == pytest.approx(1.8)
+    assert cost.at(8) == pytest.approx(2.4)  # past the longest: the last segment's slope
+    # One point at 6 would charge 3 tokens 1.4 steps, not the 1.55 measured.
+    assert PassCost(tokens=(6,), ratios=(2.0,)).at(3) == pytest.approx(1.4)
+
+
+@pytest.mark.parametrize(
+    "tokens, ratios",
+    [
+        ((2, 2), (1.5, 1.6)),
+        ((4, 2), (1.6, 1.5)),
+        ((0,), (1.0,)),
+        ((2,), (1.5, 1.6)),
+        ((2,), (math.nan,)),
+        ((2,), (math.inf,)),
+        ((2,), (0.0,)),
+    ],
+)
+def test_bad_pass_costs_are_a_one_line_error(tokens, ratios):
+    with pytest.raises(CosBenchError) as err:
+        PassCost(tokens, ratios)
+    assert "pass cost" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_auto_charges_each_length_its_own_pass_cost():
+    # The large model's passes as a CPU measures them: dear to leave one token, nearly flat after.
+    curve = PassCost(tuple(range(2, 12)), (1.45, 1.5, 1.52, 1.55, 1.6, 1.63, 1.66, 1.7, 1.75, 1.8))
+    line = PassCost((6,), (1.6,))  # the same 6-token pass, other lengths drawn through (1, 1)
+    for alpha in (0.8, 0.9, 0.95):
+        charged = [apf_speedup(alpha, 0.37, gamma, 1, pass_cost=curve.at(gamma + 1)) for gamma in range(1, 11)]
+        assert auto_choice(alpha, (0.37, 1.0), pass_costs=(PassCost((3,), (1.2,)), curve)) == 1 + charged.index(max(charged))
+    # The line charges short runs too little against long ones, so it drafts shorter than the curve at the same α.
+    assert auto_choice(0.9, (0.37, 1.0), pass_costs=(line, line)) < auto_choice(0.9, (0.37, 1.0), pass_costs=(line, curve))
 
 
 def test_auto_keeps_the_configured_gamma_until_it_has_verdicts_or_costs():

@@ -15,7 +15,7 @@ from cos_bench import run, timing
 from cos_bench.core import HFRunner
 from cos_bench.errors import CosBenchError
 from cos_bench.models import LONG_FEED_TOKENS, long_feed_float32, single_token_onednn
-from cos_bench.timing import PASS_HOW, Feed, feed_seconds, pass_tokens, step_seconds
+from cos_bench.timing import PASS_CURVE_HOW, PASS_HOW, Feed, curve_tokens, feed_seconds, pass_tokens, step_seconds
 
 VOCAB = 64
 CPU = torch.device("cpu")
@@ -117,7 +117,7 @@ def test_calibrate_reports_the_verification_pass_of_each_model(monkeypatch):
     monkeypatch.setattr(timing, "timed", fake_clock(0.01))
     FED.clear()
     runners = [spy("small", 0, CountingRunner), spy("large", 1, CountingRunner)]
-    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(4, 1), proposer="small")
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(4, 1), proposer="small", longest_auto_drafts=None)
     calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
     assert set(calibration) >= {"step_seconds", "c", "c_how", "proposer"}  # the keys that were there before
     assert calibration["pass_tokens"] == {"small": 2, "large": 5}  # large verifies small's 4 drafts (+1)
@@ -129,12 +129,45 @@ def test_calibrate_reports_the_verification_pass_of_each_model(monkeypatch):
 
 def test_calibrate_on_real_clocks_gives_consistent_ratios():
     runners = [spy("small", 0), spy("large", 1)]
-    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 2), proposer="small")
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 2), proposer="small", longest_auto_drafts=None)
     calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
     for name in ("small", "large"):
         assert calibration["pass_cost"][name] == pytest.approx(calibration["pass_seconds"][name] / calibration["step_seconds"][name])
     assert {k for _, k, keep in runners[1].feeds if keep > 1} == {4}  # large's timed passes: γ_small + 1 tokens
     assert {k for _, k, keep in runners[0].feeds if keep > 1} == {3}
+    assert "pass_curve" not in calibration  # no `auto` policy: no lengths beyond the verification pass
+
+
+def test_curve_tokens_are_every_length_a_model_may_verify():
+    assert curve_tokens({"small": 10, "large": 2}) == {"small": (2, 3), "large": tuple(range(2, 12))}
+    # More models: each verifies runs of any other, so up to the longest of theirs.
+    assert curve_tokens({"a": 4, "b": 1, "c": 2}) == {"a": (2, 3), "b": (2, 3, 4, 5), "c": (2, 3, 4, 5)}
+
+
+def test_calibrate_times_every_pass_length_auto_may_charge(monkeypatch):
+    monkeypatch.setattr(timing, "timed", fake_clock(0.01))
+    FED.clear()
+    runners = [spy("small", 0, CountingRunner), spy("large", 1, CountingRunner)]
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(4, 1), proposer="small", longest_auto_drafts=(8, 2))
+    calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
+    # The fake clock charges a feed of k tokens k × 10 ms: a pass of k tokens costs k steps.
+    assert calibration["pass_curve"] == {
+        "small": pytest.approx({2: 2.0, 3: 3.0}),
+        "large": pytest.approx({k: float(k) for k in range(2, 10)}),
+    }
+    assert calibration["pass_curve_how"] == PASS_CURVE_HOW
+    assert calibration["pass_cost"] == pytest.approx({"small": 2.0, "large": 5.0})  # the verification pass, as before
+    cost = run.measured_pass_cost(calibration, "large")
+    assert cost.tokens == tuple(range(2, 10)) and cost.at(7) == pytest.approx(7.0)
+    # Read back from a manifest, the lengths are strings; the same costs come out.
+    written = {
+        **calibration,
+        "pass_curve": {name: {str(k): r for k, r in curve.items()} for name, curve in calibration["pass_curve"].items()},
+    }
+    assert run.measured_pass_cost(written, "large") == cost
+    # Without a curve: the one measured pass.
+    plain = {key: calibration[key] for key in ("pass_tokens", "pass_cost")}
+    assert run.measured_pass_cost(plain, "large").tokens == (5,)
 
 
 # --- oneDNN for single-token forwards: measured per model, the faster kept ----------------------
@@ -203,7 +236,7 @@ def test_calibration_keeps_the_faster_single_token_library_per_model(monkeypatch
 
 def test_calibrate_records_the_choice_with_how_it_was_made():
     runners = [spy("small", 0), spy("large", 1)]
-    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 1), proposer="small")
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 1), proposer="small", longest_auto_drafts=None)
     calibration = run.calibrate(cfg, eager_engine(runners), PROMPTS, Console(file=io.StringIO()))
     assert calibration["single_token_onednn_how"] == timing.ONEDNN_HOW
     for name, runner in zip(("small", "large"), runners):
@@ -336,7 +369,7 @@ def test_calibrate_records_the_prefill_choice_with_how_it_was_made(monkeypatch):
     runners = [spy("small", 0), spy("large", 1)]
     for runner in runners:
         runner.inner.model.to(torch.bfloat16)
-    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 1), proposer="small")
+    cfg = SimpleNamespace(model_names=("small", "large"), gammas=(3, 1), proposer="small", longest_auto_drafts=None)
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     calibration = run.calibrate(cfg, eager_engine(runners), [LONG, PROMPTS[0]], Console(file=io.StringIO()))
     assert "single_token_onednn" not in calibration  # oneDNN off: no single-token library to choose

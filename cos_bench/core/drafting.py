@@ -41,20 +41,34 @@ AUTO_MIN_VERDICTS = 4
 
 @dataclass(frozen=True)
 class PassCost:
-    """A verifier's measured pass cost: feeding `tokens` tokens costs `ratio` single steps.
+    """A verifier's measured pass costs: feeding `tokens[i]` tokens costs `ratios[i]` single steps.
 
-    Longer or shorter passes are charged by linear interpolation through (1, 1) and
-    (tokens, ratio): on a GPU a pass costs about one step whatever its length (ratio ≈ 1),
-    on a CPU it grows with the tokens fed, which makes long runs dearer than Thm 3.6 says.
+    Other lengths are charged by linear interpolation through (1, 1) and the measured points, and
+    past the longest by its last segment's slope. On a GPU a pass costs about one step whatever its
+    length (ratio ≈ 1); on a CPU it grows with the tokens fed, but not in proportion: a 2-token pass
+    already leaves the single-token kernels, so a line through one measured length overcharges short
+    runs against long ones. Calibration measures every length `auto` may draft for that reason.
     """
 
-    tokens: int
-    ratio: float
+    tokens: tuple[int, ...]
+    ratios: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        lengths_ok = all(isinstance(k, int) and k >= 1 for k in self.tokens) and list(self.tokens) == sorted(set(self.tokens))
+        if len(self.tokens) != len(self.ratios) or not lengths_ok or not all(0 < r < math.inf for r in self.ratios):
+            raise CosBenchError(
+                f"pass cost: need increasing token counts ≥ 1 with one positive finite ratio each, got {self.tokens} and {self.ratios}"
+            )
 
     def at(self, tokens: int) -> float:
-        if self.tokens <= 1:
-            return 1.0
-        return max(1.0, 1 + (self.ratio - 1) * (tokens - 1) / (self.tokens - 1))
+        points = sorted({1: 1.0, **dict(zip(self.tokens, self.ratios))}.items())
+        if len(points) == 1:
+            return 1.0  # nothing measured past one token: the paper's one step
+        # The segment holding `tokens`, or the last one to extend past the longest measured pass.
+        (x0, y0), (x1, y1) = next(
+            (points[i - 1], points[i]) for i in range(1, len(points)) if tokens <= points[i][0] or i == len(points) - 1
+        )
+        return max(1.0, y0 + (y1 - y0) * (tokens - x0) / (x1 - x0))
 
 
 class DraftPlan:
