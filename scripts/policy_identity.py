@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in build_prompts(task, task.load(source, cfg.limit, cfg.offset, cfg.seed, cfg.subjects), engine, chat)
     ]
     build_runners(cfg, engine, [int(p.ids.shape[0]) for _, p in prompts], console, {})
-    calibration = calibrate(cfg, engine, [p.ids for _, p in prompts][:2], console)
+    # Calibrated as a run with an `auto` policy is, so `auto` is charged every run length's measured pass cost.
+    calibration = calibrate(apply_overrides(cfg, {"draft": "auto"}), engine, [p.ids for _, p in prompts][:2], console)
     rows = []
     started = time.perf_counter()
     for task, prompt in prompts:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python " + shlex.join(sys.argv),
         "dtype": args.dtype,
         "models": [m.source for m in cfg.models],
-        "calibration": {k: calibration[k] for k in ("step_seconds", "pass_tokens", "pass_cost")},
+        "calibration": {k: calibration[k] for k in ("step_seconds", "pass_tokens", "pass_cost", "pass_curve")},
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
     }
