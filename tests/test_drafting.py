@@ -214,6 +214,24 @@ def test_pass_cost_follows_every_measured_length():
     assert PassCost(tokens=(6,), ratios=(2.0,)).at(3) == pytest.approx(1.4)
 
 
+def test_pass_cost_never_falls_with_more_tokens():
+    # The 1.5B as one calibration timed it: the 6-token pass read dearer than the 7- and 8-token ones.
+    measured = (1.41, 1.50, 1.63, 1.66, 1.90, 1.64, 1.62, 1.87, 1.98, 2.08)
+    cost = PassCost(tuple(range(2, 12)), measured)
+    charged = [cost.at(k) for k in range(1, 13)]
+    assert charged == sorted(charged)  # non-decreasing everywhere, the extrapolation included
+    assert cost.at(6) == cost.at(7) == cost.at(8) == pytest.approx((1.90 + 1.64 + 1.62) / 3)  # the dip pooled into its mean
+    assert [cost.at(k) for k in (2, 3, 4, 5, 9, 10, 11)] == pytest.approx(
+        [1.41, 1.50, 1.63, 1.66, 1.87, 1.98, 2.08]
+    )  # the rest as measured
+    # A GPU's 2-token pass timed a little under one step is pooled with the step, and charged one step.
+    assert PassCost((2, 3), (0.96, 1.02)).at(2) == 1.0
+    # At α = 0.8 the raw points send auto into the dip (γ = 6, a 7-token pass); charged the fit, it stays at 4.
+    raw = [apf_speedup(0.8, 0.35, gamma, 1, pass_cost=measured[gamma - 1]) for gamma in range(1, 11)]
+    assert 1 + raw.index(max(raw)) == 6
+    assert auto_choice(0.8, (0.35, 1.0), pass_costs=(PassCost((2,), (1.5,)), cost)) == 4
+
+
 @pytest.mark.parametrize(
     "tokens, ratios",
     [
