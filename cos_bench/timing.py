@@ -41,7 +41,7 @@ PASS_HOW = (
 PASS_CURVE_HOW = (
     "per model, pass cost at every length it may verify under an `auto` policy (2 to the longest run another model may "
     "draft + 1): median time of a forward feeding k tokens / its median single-token time, on this run's prompts; "
-    "`auto` charges each run length its own"
+    "`auto` charges each run length its own, the points made non-decreasing (a dip is timing noise)"
 )
 
 ONEDNN_HOW = (
@@ -117,7 +117,7 @@ def step_seconds(runner: ModelRunner, prompts: Sequence[torch.Tensor], device: t
 
 @dataclass(frozen=True)
 class ForwardTimes:
-    """One model's calibrated forwards: its single step, its verification pass, the other pass lengths
+    """One model's calibrated forwards: its single step, its verification pass, a pass of each length
     asked for ({tokens: seconds}), and, where the CPU gives a choice, the single-token library kept
     ({onednn, on_ms, off_ms, kept_ms})."""
 
