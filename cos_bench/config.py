@@ -370,19 +370,19 @@ class ExperimentConfig:
     @property
     def longest_drafts(self) -> tuple[int, ...]:
         """The longest run each model may draft under the draft policy or any arm's (the compiled engine sizes blocks by it)."""
-        return tuple(max(column) for column in zip(*self._caps(lambda spec: True)))
+        return tuple(max(column) for column in zip(*self._caps()))
 
     @property
     def longest_auto_drafts(self) -> tuple[int, ...] | None:
         """As `longest_drafts`, over the `auto` policies only (the run's and its arms'); None where no
         decode drafts by `auto`: calibration times every pass length up to these for it."""
-        caps = self._caps(lambda spec: spec.policy == AutoDraft.name)
+        caps = self._caps(AutoDraft.name)
         return tuple(max(column) for column in zip(*caps)) if caps else None
 
-    def _caps(self, chosen: Callable[[DraftSpec], bool]) -> list[tuple[int, ...]]:
-        """Per chosen draft spec (the run's, then each arm's), the longest run it lets each model draft."""
+    def _caps(self, policy: str | None = None) -> list[tuple[int, ...]]:
+        """Per draft spec (the run's, then each arm's; only `policy`'s where given), the longest run it lets each model draft."""
         specs = [(self.draft, self.gammas), *((arm.draft, tuple(arm.gamma[name] for name in self.model_names)) for arm in self.arms)]
-        return [spec.build().caps(gammas) for spec, gammas in specs if chosen(spec)]
+        return [spec.build().caps(gammas) for spec, gammas in specs if policy in (None, spec.policy)]
 
 
 # --------------------------------------------------------------------------- errors and readers

@@ -142,19 +142,19 @@ def time_forwards(
     hardware allows would inflate every speedup."""
     switch = single_token_onednn(model)
     choose = choose_onednn and device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-    feeds = {"pass": Feed(tokens)} | {f"pass-{k}": Feed(k) for k in curve if k != tokens}
+    feeds = {f"pass-{k}": Feed(k) for k in dict.fromkeys((tokens, *curve))}  # the verification pass first, each length once
     if choose:
         feeds |= {"on": Feed(1, functools.partial(switch.set, True)), "off": Feed(1, functools.partial(switch.set, False))}
     else:
         feeds["step"] = Feed(1)
     seconds = feed_seconds(runner, prompts, device, feeds)
-    lengths = {k: seconds["pass" if k == tokens else f"pass-{k}"] for k in curve}
+    lengths = {k: seconds[f"pass-{k}"] for k in curve}
     if not choose:
-        return ForwardTimes(seconds["step"], seconds["pass"], None, lengths)
+        return ForwardTimes(seconds["step"], seconds[f"pass-{tokens}"], None, lengths)
     keep = _keep_faster(switch, {True: seconds["on"], False: seconds["off"]}, default=True)
     kept = seconds["on"] if keep else seconds["off"]
     choice = {"onednn": keep, "on_ms": seconds["on"] * 1e3, "off_ms": seconds["off"] * 1e3, "kept_ms": kept * 1e3}
-    return ForwardTimes(kept, seconds["pass"], choice, lengths)
+    return ForwardTimes(kept, seconds[f"pass-{tokens}"], choice, lengths)
 
 
 def _keep_faster(switch: SingleTokenOneDNN | LongFeedFloat32, seconds: Mapping[bool, float], default: bool) -> bool:
