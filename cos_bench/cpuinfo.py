@@ -40,6 +40,18 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return name or platform.processor() or platform.machine()
 
 
+def cpu_generation(cpuinfo: str | None = None) -> str | None:
+    """Vendor, family and model numbers ("AuthenticAMD family 25 model 17"): which microarchitecture the
+    model name stands for. A Zen 4 and a Zen 5 VM were both "AMD EPYC" with AVX512-BF16 here (family 25
+    model 17, family 26 model 2), so neither the name nor the flags tell them apart. None where
+    cpuinfo does not say (not Linux, or an Arm cpuinfo)."""
+    text = _proc_cpuinfo() if cpuinfo is None else cpuinfo
+    vendor, family, model = (_field(text, name) for name in ("vendor_id", "cpu family", "model"))
+    if family is None or model is None:
+        return None
+    return f"{vendor or 'unknown vendor'} family {family} model {model}"
+
+
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The CPU's feature flags, as whole words; empty where there is no cpuinfo to read."""
     return frozenset((_field(_proc_cpuinfo() if cpuinfo is None else cpuinfo, "flags") or "").split())

@@ -23,7 +23,7 @@ import torch
 from cos_bench import __version__
 from cos_bench.config import ExperimentConfig, config_to_dict
 from cos_bench.core.runner import PREFILL_BUCKET
-from cos_bench.cpuinfo import KERNEL_FLAGS, cpu_model, kernel_isa
+from cos_bench.cpuinfo import KERNEL_FLAGS, cpu_generation, cpu_model, kernel_isa
 from cos_bench.engine import ENGINE_HOW, Engine, resolve_engine
 from cos_bench.errors import CosBenchError
 from cos_bench.storage import ResultsStore, read_manifest
@@ -52,6 +52,7 @@ def hardware() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "cpu_isa": kernel_isa(),
         "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
@@ -66,14 +67,16 @@ def hardware() -> dict[str, Any]:
 def _timing_hardware(info: dict[str, Any], device_type: str) -> dict[str, Any]:
     """What of a manifest's `hardware` sets the speed of a run's forwards on `device_type`, hence the ratios
     between its methods. On a CPU: the CPU (its model name, and the instruction sets that pick torch's
-    matmul kernels: one name covers CPUs with and without AVX-512) and its threads. On a GPU: the kinds of GPU (not their count:
+    matmul kernels: one name covers CPUs with and without AVX-512), its generation (family and model
+    numbers: one name and one set of flags covered a Zen 4 and a Zen 5) and its threads. On a GPU: the kinds of GPU (not their count:
     a cell given one GPU of eight times alike on each) and the CPU that launches their work; CPU threads
     barely touch a GPU run, and a Ray cell runs `cpus_per_cell` of them where a local run uses every core.
-    A field the manifest did not record (cpu_model, cpu_isa before they were added) is left out of the comparison."""
+    A field the manifest did not record (cpu_model, cpu_isa, cpu_generation before they were added) is left out of the comparison."""
     fields: dict[str, Any] = {"CPU": info.get("cpu_model")}
     if device_type == "cpu":
         isa = info.get("cpu_isa")
         fields |= {
+            "CPU generation": info.get("cpu_generation"),
             "instruction sets": None if isa is None else str(isa) or "none of " + "/".join(KERNEL_FLAGS),
             "torch kernels": info.get("torch_cpu_kernels"),
             "CPUs": info.get("cpu_count"),

@@ -12,6 +12,7 @@ from cos_bench.storage import write_manifest
 
 EPYC = {
     "cpu_model": "AMD EPYC 9R14",
+    "cpu_generation": "AuthenticAMD family 25 model 17",
     "cpu_isa": "avx2 avx512_bf16 avx512f",
     "torch_cpu_kernels": "AVX512",
     "cpu_count": 2,
@@ -32,6 +33,12 @@ def resume(tmp_path, monkeypatch, written: dict, now: dict, device: str) -> None
         ({"cpu_model": "Intel(R) Xeon(R) Processor"}, "cpu", "CPU AMD EPYC 9R14 -> Intel(R) Xeon(R) Processor"),
         # One model name, another generation: a Zen 3 VM is "AMD EPYC" too, without AVX-512 (seen here).
         ({"cpu_isa": "avx2", "torch_cpu_kernels": "AVX2"}, "cpu", "instruction sets avx2 avx512_bf16 avx512f -> avx2"),
+        # One name and one set of flags, another microarchitecture: a Zen 5 VM beside the Zen 4 one (seen here).
+        (
+            {"cpu_generation": "AuthenticAMD family 26 model 2"},
+            "cpu",
+            "CPU generation AuthenticAMD family 25 model 17 -> AuthenticAMD family 26 model 2",
+        ),
         ({"cpu_isa": ""}, "cpu", "avx512f -> none of avx2/avx512f/avx512_bf16/amx_bf16"),
         ({"torch_cpu_kernels": "AVX2"}, "cpu", "torch kernels AVX512 -> AVX2"),  # ATEN_CPU_CAPABILITY capped (emulate_avx2.py)
         ({"cpu_isa": "avx2", "torch_cpu_kernels": "AVX2"}, "cuda", None),  # a GPU run's matmuls are not the CPU's
@@ -54,9 +61,11 @@ def test_a_resume_is_refused_only_where_the_hardware_sets_a_different_speed(tmp_
 
 
 def test_what_an_older_manifest_did_not_record_is_not_compared(tmp_path, monkeypatch):
-    added = ("cpu_model", "cpu_isa", "torch_cpu_kernels")
+    added = ("cpu_model", "cpu_generation", "cpu_isa", "torch_cpu_kernels")
     older = {key: value for key, value in EPYC.items() if key not in added}
-    resume(tmp_path, monkeypatch, older, EPYC | {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_isa": "avx2"}, "cpu")
+    resume(
+        tmp_path, monkeypatch, older, EPYC | {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_isa": "avx2", "cpu_generation": "x"}, "cpu"
+    )
     resume(tmp_path, monkeypatch, {}, EPYC, "cpu")  # no hardware record at all
     resume(tmp_path, monkeypatch, ["not", "a", "mapping"], EPYC, "cpu")  # a hand-edited one: nothing to compare
 
