@@ -376,13 +376,13 @@ class ExperimentConfig:
     def longest_auto_drafts(self) -> tuple[int, ...] | None:
         """As `longest_drafts`, over the `auto` policies only (the run's and its arms'); None where no
         decode drafts by `auto`: calibration times every pass length up to these for it."""
-        caps = self._caps(AutoDraft.name)
+        caps = self._caps(AutoDraft)
         return tuple(max(column) for column in zip(*caps)) if caps else None
 
-    def _caps(self, policy: str | None = None) -> list[tuple[int, ...]]:
-        """Per draft spec (the run's, then each arm's; only `policy`'s where given), the longest run it lets each model draft."""
+    def _caps(self, kind: type[DraftPolicy] = DraftPolicy) -> list[tuple[int, ...]]:
+        """Per draft spec (the run's, then each arm's; only policies of `kind` where given), the longest run it lets each model draft."""
         specs = [(self.draft, self.gammas), *((arm.draft, tuple(arm.gamma[name] for name in self.model_names)) for arm in self.arms)]
-        return [spec.build().caps(gammas) for spec, gammas in specs if policy in (None, spec.policy)]
+        return [spec.build().caps(gammas) for spec, gammas in specs if issubclass(DRAFT_POLICIES[spec.policy], kind)]
 
 
 # --------------------------------------------------------------------------- errors and readers

@@ -15,7 +15,7 @@ import itertools
 
 import pytest
 import torch
-from tiny import ENGINES, draft_policy, make_runner, tiny_llama
+from tiny import ADAPTIVE_POLICIES, ENGINES, draft_policy, make_runner, tiny_llama
 
 from cos_bench.core import (
     CORE_METHODS,
@@ -109,7 +109,7 @@ def policy(name: str, n: int) -> DraftPolicy:
 
 
 POLICY_GAMMAS = (3, 2)  # small, every other model: both may move under an adaptive policy
-POLICY_CASES = list(itertools.product(("confidence", "heuristic", "auto"), RULES, (0, 1), ("random", "identical")))
+POLICY_CASES = list(itertools.product(ADAPTIVE_POLICIES, RULES, (0, 1), ("random", "identical")))
 
 
 @functools.cache

@@ -22,7 +22,7 @@ import itertools
 import pytest
 import torch
 from scipy.stats import chisquare
-from tiny import ENGINES, TableRunner, draft_policy, make_runner, tiny_llama
+from tiny import ADAPTIVE_POLICIES, ENGINES, TableRunner, draft_policy, make_runner, tiny_llama
 
 from cos_bench.core import (
     CORE_METHODS,
@@ -208,7 +208,7 @@ def policy_draw(method: str, setting: str, name: str, rule: CombinationRule | No
     return draw(method, runners, settings[name], seed=1234, tokens=POLICY_TOKENS)
 
 
-@pytest.mark.parametrize("name", ["confidence", "heuristic", "auto"])
+@pytest.mark.parametrize("name", ADAPTIVE_POLICIES)
 @pytest.mark.parametrize("method", ["cos", "sd"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_every_draft_policy_samples_match_vanilla_distribution(setting, method, name):
@@ -217,7 +217,7 @@ def test_every_draft_policy_samples_match_vanilla_distribution(setting, method, 
     assert chi_square_pvalue(policy_draw(method, setting, name), expected) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["confidence", "heuristic", "auto"])
+@pytest.mark.parametrize("name", ADAPTIVE_POLICIES)
 def test_wrong_verifier_fails_under_every_draft_policy(name):
     make_rule, _ = SETTINGS["we-0.5"]
     expected = exact_distribution(make_runners(2), make_rule(), POLICY_TOKENS)

@@ -71,7 +71,7 @@ def test_longest_drafts_follow_the_policy():
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("greedy", "exp.yaml: draft: must be one of fixed, confidence, heuristic, auto (got str 'greedy')"),
+        ("greedy", "exp.yaml: draft: must be one of fixed, confidence, heuristic, auto, marginal (got str 'greedy')"),
         ({"policy": "best"}, "exp.yaml: draft.policy: must be one of fixed, confidence, heuristic, auto"),
         ({"policy": "confidence", "threshold": 0}, "exp.yaml: draft.threshold: must be > 0"),
         ({"policy": "confidence", "threshold": 1.0}, "exp.yaml: draft.threshold: must be in (0, 1)"),
@@ -79,7 +79,7 @@ def test_longest_drafts_follow_the_policy():
         ({"policy": "fixed", "threshold": 0.3}, "exp.yaml: draft.threshold: does not apply to the fixed policy (only to confidence)"),
         (
             {"policy": "confidence", "gamma_max": 8},
-            "exp.yaml: draft.gamma_max: does not apply to the confidence policy (only to heuristic, auto)",
+            "exp.yaml: draft.gamma_max: does not apply to the confidence policy (only to heuristic, auto, marginal)",
         ),
         (
             {"policy": "heuristic", "gamma_max": 4},
@@ -87,7 +87,7 @@ def test_longest_drafts_follow_the_policy():
         ),
         ({"policy": "auto", "gamma_max": 500}, "exp.yaml: draft.gamma_max: must be ≤ 64"),
         ({"policy": "heuristic", "gamma-max": 8}, "exp.yaml: draft.gamma-max: unknown key; did you mean 'gamma_max'?"),
-        (3, "exp.yaml: draft: must be a policy name (fixed, confidence, heuristic, auto) or a mapping"),
+        (3, "exp.yaml: draft: must be a policy name (fixed, confidence, heuristic, auto, marginal) or a mapping"),
     ],
 )
 def test_bad_draft_values_give_one_line_errors(value, message):
@@ -124,7 +124,7 @@ def test_run_command_line_sets_the_policy(config_file, monkeypatch):
     assert result.exit_code == 2
     assert (
         result.output.strip()
-        == "error: command line: draft.policy: must be one of fixed, confidence, heuristic, auto (got str 'sometimes')"
+        == "error: command line: draft.policy: must be one of fixed, confidence, heuristic, auto, marginal (got str 'sometimes')"
     )
 
 
@@ -289,7 +289,7 @@ def test_longest_auto_drafts_cover_only_auto_policies():
         ([{"method": "cos", "gamma": {"tiny": 3}}], "exp.yaml: arms[0].gamma.tiny:"),
         (
             [{"method": "cos", "draft": "best"}],
-            "exp.yaml: arms[0].draft.policy: must be one of fixed, confidence, heuristic, auto (got str 'best')",
+            "exp.yaml: arms[0].draft.policy: must be one of fixed, confidence, heuristic, auto, marginal (got str 'best')",
         ),
         (
             [{"method": "cos", "draft": "auto"}, {"method": "cos", "draft": {"policy": "auto"}}],

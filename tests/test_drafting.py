@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 from test_core_units import DeviceOnlyRunner, HostReads
-from tiny import TableRunner, draft_policy
+from tiny import ADAPTIVE_POLICIES, TableRunner, draft_policy
 
 from cos_bench.core import (
     CORE_METHODS,
@@ -23,6 +23,7 @@ from cos_bench.core import (
     DecodeSettings,
     FixedDraft,
     HeuristicDraft,
+    MarginalDraft,
     PassCost,
     StopRule,
     WeightedEnsemble,
@@ -269,6 +270,53 @@ def test_auto_keeps_the_configured_gamma_until_it_has_verdicts_or_costs():
     assert uncalibrated.run_length(0, [counters_with(1.0, 50), DraftCounters()]) == 5
 
 
+# --- marginal -----------------------------------------------------------------------------------
+
+
+def sure(p: float) -> torch.Tensor:
+    """A drafter's logits over 2 tokens with probability `p` on token 0 (the token it drafts at T = 0)."""
+    return torch.log(torch.tensor([p, 1 - p]))
+
+
+def marginal_run(plan, confidences, verdicts=None, alpha=0.7) -> list[bool]:
+    """One run of model 0: its length is asked, each confidence drafted in turn (stop decisions
+    returned), then `verdicts` (True = accepted) given to its drafts by run position."""
+    counters = [counters_with(alpha, 10), DraftCounters()]
+    plan.run_length(0, counters)
+    run = len(plan.run_bins)
+    stops = [plan.stops_after(sure(p), torch.tensor([1.0, 0.0]), torch.tensor(0)) for p in confidences]
+    for position, accepted in enumerate(verdicts or (), 1):
+        plan.draft_verified(0, run, position, accepted)
+    return stops
+
+
+def test_marginal_learns_which_probabilities_get_rejected_and_stops_after_them():
+    # α = 0.7, c = 0.2, one-step passes: auto's best run is γ = 4, at 1.53 tokens per large step.
+    plan = MarginalDraft(step_costs=(0.2, 1.0), min_verdicts=1).start((5, 1), 0.0, alternate=True)
+    assert auto_choice(0.7, (0.2, 1.0), gammas=(5, 1)) == 4
+    for _ in range(6):
+        marginal_run(plan, [0.95] * 2, verdicts=[True, True])
+        marginal_run(plan, [0.15], verdicts=[False])
+    # Drafts it is sure of were accepted, so runs go on through them past auto's 4 (P·α stays above 0.2 × 1.53) ...
+    assert marginal_run(plan, [0.95] * 6) == [False] * 6
+    # ... and a draft at a probability that was rejected every time ends its run at once.
+    assert marginal_run(plan, [0.95, 0.15]) == [False, True]
+    # Where probabilities tell nothing (no verdicts at them), P = α^k: the run ends at the first k whose
+    # next draft adds α^(k+1) tokens for less than its cost c at the best run's rate (here k = 3).
+    fresh = MarginalDraft(step_costs=(0.2, 1.0), min_verdicts=1).start((5, 1), 0.0, alternate=True)
+    rate = max(apf_speedup(0.7, 0.2, gamma, 1) for gamma in range(1, 11)) / 1.2
+    assert marginal_run(fresh, [0.55] * 6).index(True) + 1 == next(k for k in range(1, 11) if 0.7 ** (k + 1) < rate * 0.2) == 3
+
+
+def test_marginal_drafts_the_configured_gamma_until_it_has_verdicts_or_costs():
+    early = MarginalDraft(step_costs=(0.2, 1.0)).start((5, 1), 0.0, alternate=True)
+    assert early.run_length(0, [counters_with(0.7, 3), DraftCounters()]) == 5  # 3 < 4 verdicts
+    assert not any(early.stops_after(sure(0.05), torch.tensor([1.0, 0.0]), torch.tensor(0)) for _ in range(5))
+    uncalibrated = MarginalDraft().start((5, 1), 0.0, alternate=True)
+    assert uncalibrated.run_length(0, [counters_with(0.7, 50), DraftCounters()]) == 5
+    assert MarginalDraft(step_costs=(0.2, 1.0)).start((5, 1), 0.0, True).run_length(0, [counters_with(0.7, 50), DraftCounters()]) == 10
+
+
 @pytest.mark.parametrize("method", ["sd", "cos"])
 def test_auto_in_the_engine_follows_the_measured_costs(method):
     # Drafters whose drafts are often rejected (α ≈ 0.5): worth drafting long only when drafting is cheap.
@@ -280,7 +328,7 @@ def test_auto_in_the_engine_follows_the_measured_costs(method):
 
 # --- bookkeeping under variable γ ---------------------------------------------------------------
 
-POLICIES = {name: draft_policy(name, 2, cheap=0.2) for name in ("confidence", "heuristic", "auto")}
+POLICIES = {name: draft_policy(name, 2, cheap=0.2) for name in ADAPTIVE_POLICIES}
 
 
 @pytest.mark.parametrize("policy", list(POLICIES))

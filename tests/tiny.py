@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from cos_bench.core import AutoDraft, ConfidenceDraft, DraftPolicy, FixedDraft, HeuristicDraft, PassCost
+from cos_bench.core import AutoDraft, ConfidenceDraft, DraftPolicy, FixedDraft, HeuristicDraft, MarginalDraft, PassCost
 from cos_bench.core.runner import ForwardStats, HFRunner, StaticRunner
 
 # The runners a real model can sit behind: eager + DynamicCache, and the compiled engine's
@@ -147,14 +147,19 @@ def tiny_pair_config(folder, **changes) -> dict:
     }
 
 
+ADAPTIVE_POLICIES = ("confidence", "heuristic", "auto", "marginal")  # every policy but fixed, as the exactness tests run them
+
+
 def draft_policy(name: str, n: int, cheap: float) -> DraftPolicy:
     """Each draft policy as the exactness tests run it: under `auto`, model 0 costs `cheap` of every
     other model's step, α is trusted from the first verdict on, so short decodes adapt, and passes
-    are charged a measured-style curve (with a dip, as calibration can time one) as runs charge them."""
+    are charged a measured-style curve (with a dip, as calibration can time one) as runs charge them;
+    `marginal` likewise."""
     curve = PassCost((2, 3, 4, 5), (1.3, 1.5, 1.4, 1.8))
     return {
         "fixed": FixedDraft(),
         "confidence": ConfidenceDraft(0.4),
         "heuristic": HeuristicDraft(),
         "auto": AutoDraft(step_costs=(cheap,) + (1.0,) * (n - 1), pass_costs=(curve,) * n, min_verdicts=1),
+        "marginal": MarginalDraft(step_costs=(cheap,) + (1.0,) * (n - 1), pass_costs=(curve,) * n, min_verdicts=1),
     }[name]

@@ -6,7 +6,16 @@ from collections.abc import Callable
 
 from cos_bench.core import cos, sd, vanilla
 from cos_bench.core.combine import CombinationRule, Contrastive, WeightedEnsemble
-from cos_bench.core.drafting import DRAFT_POLICIES, AutoDraft, ConfidenceDraft, DraftPolicy, FixedDraft, HeuristicDraft, PassCost
+from cos_bench.core.drafting import (
+    DRAFT_POLICIES,
+    AutoDraft,
+    ConfidenceDraft,
+    DraftPolicy,
+    FixedDraft,
+    HeuristicDraft,
+    MarginalDraft,
+    PassCost,
+)
 from cos_bench.core.records import DecodeResult, ModelAccounting
 from cos_bench.core.runner import HFRunner, ModelRunner
 from cos_bench.core.settings import DecodeSettings
@@ -42,6 +51,7 @@ __all__ = [
     "DraftPolicy",
     "FixedDraft",
     "HeuristicDraft",
+    "MarginalDraft",
     "PassCost",
     "HFRunner",
     "ModelAccounting",

@@ -109,6 +109,10 @@ class DraftPlan:
     def run_verified(self, index: int, fully_accepted: bool) -> None:
         """A run of model `index` was fully accepted, or one of its drafts rejected."""
 
+    def draft_verified(self, index: int, run: int, run_position: int, accepted: bool) -> None:
+        """The draft at `run_position` (1-based) of model `index`'s run number `run` got its verdict
+        (runs numbered from 1 in the order `run_length` was asked)."""
+
 
 class DraftPolicy:
     """How long each proposal run is; one frozen subclass per policy, listed in DRAFT_POLICIES."""
@@ -265,9 +269,13 @@ class _AutoPlan(DraftPlan):
         if self.step_costs is None or own.verified < self.min_verdicts:
             return self.current[index]
         alpha = min(1.0, own.alpha_sum / own.verified)  # a sum of overlaps in float can pass 1 by rounding
-        c = self.step_costs[index] / sum(cost for other, cost in enumerate(self.step_costs) if other != index)
+        c = self._c(index)
         self.current[index] = max(range(1, self.caps[index] + 1), key=lambda gamma: self.speedup(index, alpha, c, gamma))
         return self.current[index]
+
+    def _c(self, index: int) -> float:
+        """Model `index`'s step time over the other models' together (calibrated)."""
+        return self.step_costs[index] / sum(cost for other, cost in enumerate(self.step_costs) if other != index)
 
     def speedup(self, index: int, alpha: float, c: float, gamma: int) -> float:
         rho = self.pass_cost(index, gamma + 1)
@@ -282,5 +290,77 @@ class _AutoPlan(DraftPlan):
         return max(cost.at(tokens) for other, cost in enumerate(self.pass_costs) if other != index)
 
 
+@dataclass(frozen=True)
+class MarginalDraft(AutoDraft):
+    """Runs that end where the next draft stops paying for itself, judged token by token (up to the cap).
+
+    After each drafted token the plan estimates P, the chance that every draft of the run so far is
+    accepted: the product of each draft's acceptance rate at the drafter's own probability of it
+    (read as `confidence` reads it), learned in this decode from earlier verdicts at that probability
+    (CONFIDENCE_BINS bins, each starting as CONFIDENCE_PRIOR verdicts at the proposer's α). One more
+    draft adds P·α expected tokens (all so far accepted, then it) and costs c plus the pass's growth
+    ρ(k+2) − ρ(k+1); the run goes on while that ratio reaches the best whole run's tokens per cost
+    (`auto`'s optimum: its speedup / (1 + c)). So a run ends right after a draft the drafter was
+    unsure of, where a rejection is likely, and runs long through text it is sure of; where its
+    probabilities tell nothing (P = α^k), about where `auto`'s γ would. Before `min_verdicts`, or
+    without calibrated costs, the configured γ.
+    """
+
+    name: ClassVar[str] = "marginal"
+
+    def start(self, gammas: Sequence[int], temperature: float, alternate: bool) -> DraftPlan:
+        return _MarginalPlan(gammas, self.caps(gammas), self.step_costs, self.pass_costs, self.min_verdicts, alternate, temperature)
+
+
+# `marginal`: drafter probabilities are binned this finely, and each bin's acceptance rate starts as
+# this many verdicts at the proposer's α, so a bin with few verdicts leans on α.
+CONFIDENCE_BINS = 10
+CONFIDENCE_PRIOR = 4.0
+
+
+class _MarginalPlan(_AutoPlan):
+    def __init__(self, gammas, caps, step_costs, pass_costs, min_verdicts: int, alternate: bool, temperature: float):
+        super().__init__(gammas, caps, step_costs, pass_costs, min_verdicts, alternate)
+        self.temperature = temperature
+        self.verdicts = [[[0, 0] for _ in range(CONFIDENCE_BINS)] for _ in gammas]  # per model, per bin: [accepted, verified]
+        self.run_bins: list[list[int]] = []  # per run so far, its drafts' bins by run position
+        self.drafter = 0
+        self.run: tuple[float, float, float] | None = None  # the open run's α, c and tokens-per-cost bar, once trusted
+        self.survival = 1.0
+
+    def run_length(self, index: int, counters: Sequence[DraftCounters]) -> int:
+        self.drafter, self.survival = index, 1.0
+        self.run_bins.append([])
+        own = counters[index]
+        if self.step_costs is None or own.verified < self.min_verdicts:
+            self.run = None
+            return self.current[index]
+        alpha = min(1.0, own.alpha_sum / own.verified)
+        c = self._c(index)
+        best = max(self.speedup(index, alpha, c, gamma) for gamma in range(1, self.caps[index] + 1))
+        self.run = (alpha, c, best / (1 + c))
+        return self.caps[index]
+
+    def stops_after(self, logits: torch.Tensor, draft_probs: torch.Tensor, token: torch.Tensor) -> bool:
+        probs = draft_probs if self.temperature > 0 else model_probs(logits, 1.0)
+        index, bins = self.drafter, self.run_bins[-1]
+        bins.append(min(CONFIDENCE_BINS - 1, int(float(probs[token]) * CONFIDENCE_BINS)))
+        if self.run is None:
+            return False
+        alpha, c, bar = self.run
+        accepted, verified = self.verdicts[index][bins[-1]]
+        self.survival *= (accepted + CONFIDENCE_PRIOR * alpha) / (verified + CONFIDENCE_PRIOR)
+        k = len(bins)
+        growth = self.pass_cost(index, k + 2) - self.pass_cost(index, k + 1)
+        return self.survival * alpha < bar * (c + growth)
+
+    def draft_verified(self, index: int, run: int, run_position: int, accepted: bool) -> None:
+        counts = self.verdicts[index][self.run_bins[run - 1][run_position - 1]]
+        counts[0] += accepted
+        counts[1] += 1
+
+
 # Policy name (a config's `draft:`) -> class: the registry cos_bench.config takes its choices from.
-DRAFT_POLICIES: dict[str, type[DraftPolicy]] = {cls.name: cls for cls in (FixedDraft, ConfidenceDraft, HeuristicDraft, AutoDraft)}
+DRAFT_POLICIES: dict[str, type[DraftPolicy]] = {
+    cls.name: cls for cls in (FixedDraft, ConfidenceDraft, HeuristicDraft, AutoDraft, MarginalDraft)
+}

@@ -43,6 +43,7 @@ class PendingDraft:
     draft_probs: torch.Tensor  # [V] the distribution it was drawn from
     bonus: bool  # drawn from a verifier's extra distribution (cos)
     run_position: int  # 1-based position within its proposal run
+    run: int = 0  # which proposal run of the decode (counted from 1, in the order the plan was asked their lengths)
     closes_run: bool = False  # the last draft of its run: accepting it accepts the whole run
 
 
@@ -65,6 +66,7 @@ class SpeculativeEngine:
         self.logits: list[dict[int, torch.Tensor]] = [{} for _ in runners]  # per model: position -> [V]
         self.counters = [DraftCounters() for _ in runners]
         self.corrections = 0
+        self.runs = 0  # proposal runs so far: each `draft` asks the plan one run length
         self.plan = DraftPlan(settings.gammas)  # `run` starts the settings' policy, once it knows the method
 
     # -- feeding -----------------------------------------------------------------------------
@@ -88,6 +90,7 @@ class SpeculativeEngine:
 
     def draft(self, index: int, bonus_first: bool) -> None:
         """Model `index` proposes one run: as long as the draft policy says, never past max_new_tokens."""
+        self.runs += 1
         count = min(self.plan.run_length(index, self.counters), self.transcript.remaining - len(self.pending))
         for step in range(count):
             position = self.frontier
@@ -98,7 +101,7 @@ class SpeculativeEngine:
             token = sample(draft_probs, self.generator)
             self.transcript.tokens[position] = token
             bonus = bonus_first and step == 0
-            self.pending.append(PendingDraft(index, draft_probs, bonus, step + 1))
+            self.pending.append(PendingDraft(index, draft_probs, bonus, step + 1, run=self.runs))
             self.counters[index].count_draft(step + 1, bonus)
             if self.plan.stops_after(logits, draft_probs, token):
                 break
@@ -146,6 +149,7 @@ class SpeculativeEngine:
         for draft, token, overlap in zip(drafts, verdict.accepted_tokens, verdict.overlaps):
             self.count_verdict(draft, overlap)
             self.counters[draft.drafter].count_accept(draft.run_position, draft.bonus)
+            self.plan.draft_verified(draft.drafter, draft.run, draft.run_position, accepted=True)
             if draft.closes_run:
                 self.plan.run_verified(draft.drafter, fully_accepted=True)
             self.pending.pop(0)
@@ -158,6 +162,7 @@ class SpeculativeEngine:
             return False
         rejected = drafts[verdict.n_accepted]
         self.count_verdict(rejected, verdict.overlaps[verdict.n_accepted])
+        self.plan.draft_verified(rejected.drafter, rejected.run, rejected.run_position, accepted=False)
         self.plan.run_verified(rejected.drafter, fully_accepted=False)
         self.reject(verdict.correction)
         return True
