@@ -1,7 +1,7 @@
 """Replay recorded greedy decodes through the real speculative engine, charging measured costs.
 
 Usage: python scripts/draft_replay.py RECORDS_DIR CALIBRATION_MANIFEST [--config CONFIG] [--task humaneval]
-       [--limit 20] [--max-new-tokens 256] [--data-dir ../shared/data] [--out FILE]
+       [--limit 20] [--max-new-tokens 256] [--data-dir ../shared/data] [--out FILE] [--arms "fixed γ5,marginal"]
 
 Each recorded vanilla greedy decode (RECORDS_DIR/records.jsonl, T = 0) is teacher-forced through
 both models once; runners that replay those logits then drive `cos` under each draft policy, so
@@ -9,6 +9,8 @@ every policy takes its real decisions on the real models' distributions. Time is
 forward is charged its model's calibrated cost (step seconds × the pass-cost curve at its length,
 from CALIBRATION_MANIFEST's `calibration`), so policies are compared without timing noise. Drafts
 past a rejection get the vanilla context's logits (they are discarded at that rejection either way).
+Prints each setting's mean predicted decode-only speedup per arm (vanilla's charged seconds / the
+arm's, per prompt); the `oracle` arm, which peeks at the target, bounds what a stopping rule can gain.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ ARMS = {
 
 
 class _OraclePlan(DraftPlan):
+    """Peeks at the replayed target: ends the proposer's run right after the draft the target rejects
+    (drafting it costs one step and makes the correction free), or at `cap`."""
+
     def __init__(self, gammas, eng, tables, rule, cap):
         super().__init__([cap if i == 0 else g for i, g in enumerate(gammas)])
         self.eng, self.tables, self.rule = eng, tables, rule
@@ -60,7 +65,7 @@ class _OraclePlan(DraftPlan):
 
 @dataclasses.dataclass(frozen=True)
 class OracleDraft(DraftPolicy):
-    """Not exact, not a policy: stops a run just before its first draft that the target would reject (headroom)."""
+    """Not exact, not a policy (it reads the verifier's answer): how much any stopping rule could gain (headroom)."""
 
     name: ClassVar[str] = "oracle"
     eng: object = None

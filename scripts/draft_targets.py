@@ -1,6 +1,6 @@
 """Check results with `cos` arms against issue 15's targets and print the table for a results README.
 
-Usage: .venv/bin/python scripts/draft_targets.py FOLDER [FOLDER ...]   (run folders: a sweep's cells, one each)
+Usage: .venv/bin/python scripts/draft_targets.py FOLDER [FOLDER ...] [--same-tokens]   (run folders: a sweep's cells, one each)
 
 Per group (run, task, setting, temperature, sweep values), among the `cos` rows: the best fixed γ
 (draft policy `fixed`: the run's own γ and every γ arm) and the best adaptive policy (every other
@@ -9,6 +9,10 @@ against the targets (≥ 1 in ≥ 90 % of groups, never below 0.95); and, where 
 the best adaptive `cos` against it. Beside each comparison: the paired difference of per-prompt
 speedups (each prompt's tokens/s ÷ vanilla's on the same prompt) ± its standard error over prompts,
 so a verdict can be read against its noise. Every figure is computed from the stored records.
+
+--same-tokens keeps, in greedy groups, only the prompts where every `cos` decode (arms included)
+produced vanilla's tokens: in bf16 a near-tie can send one arm down a longer output, whose tokens/s
+amortises the prefill further and so rewards the arm for the tie, not its speed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,18 @@ from cos_bench.metrics import COMPARE_KEYS, load_records, paired_speedups, summa
 
 RATIO_TARGET, RATIO_FLOOR, GROUP_SHARE = 1.0, 0.95, 0.9
 PEER = "hf-ensemble"
+
+
+def same_tokens_only(records: pd.DataFrame) -> pd.DataFrame:
+    """Greedy records of the prompts whose every `cos` decode equals vanilla's tokens; sampled ones as they are."""
+    keys = ["run", "task", "setting", "temperature", "example_id", "repeat"]
+    ids = records["token_ids"].map(tuple)
+    vanilla = records[records["method"] == "vanilla"].assign(ids=ids).set_index(keys)["ids"]
+    cos = records[records["method"] == "cos"].assign(ids=ids)
+    differs = cos[[vanilla.get(tuple(row[k] for k in keys)) != row["ids"] for _, row in cos.iterrows()]]
+    dropped = set(map(tuple, differs[keys].itertuples(index=False)))
+    keep = [row.temperature != 0 or tuple(getattr(row, k) for k in keys) not in dropped for row in records.itertuples(index=False)]
+    return records[keep]
 
 
 def variant(row: pd.Series) -> str:
@@ -53,8 +69,11 @@ def speedup(row: pd.Series) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--same-tokens", action="store_true", help="greedy groups: only prompts where every cos decode equals vanilla's")
     args = parser.parse_args()
     records = load_records(args.folders)
+    if args.same_tokens:
+        records = same_tokens_only(records)
     summary = summarize(records)
     keys = list(COMPARE_KEYS) + sweep_columns(summary)
     print(

@@ -1,7 +1,7 @@
 """Greedy identity of `sd` and `cos` under every draft policy, against vanilla, on real models.
 
 Usage: python scripts/policy_identity.py OUT_DIR [--config CONFIG] [--limit 6] [--max-new-tokens 48]
-       [--dtype float32] [--data-dir ../shared/data]
+       [--dtype float32] [--data-dir ../shared/data] [--policies fixed,marginal]
 
 Loads the config's models once, decodes each prompt greedily with vanilla once per combination,
 then with `sd` and `cos` under each policy (fixed, confidence, heuristic, auto — `auto` given this
@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--policies", default=",".join(DRAFT_POLICIES), help="comma-separated, default every policy")
     args = parser.parse_args(argv)
+    policies = [name.strip() for name in args.policies.split(",") if name.strip()]
+    unknown = [name for name in policies if name not in DRAFT_POLICIES]
+    if unknown or not policies:
+        parser.error(f"--policies: {', '.join(unknown) or 'none given'} not among {', '.join(DRAFT_POLICIES)}; pick from those")
     console = Console(stderr=True)
     overrides = {"dtype": args.dtype, "limit": args.limit, "max_new_tokens": args.max_new_tokens, "data_dir": args.data_dir}
     cfg = apply_overrides(load_config(args.config), overrides)
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         stop = stop_for(task, engine, chat, cfg.budget(task.name))
         for combination in cfg.combinations:
             vanilla = list(decode_one(engine, "vanilla", prompt.ids, job_settings(cfg, combination, calibration), stop, seed=0).token_ids)
-            for policy in DRAFT_POLICIES:
+            for policy in policies:
                 settings = job_settings(apply_overrides(cfg, {"draft": policy}), combination, calibration)
                 for method in ("sd", "cos"):
                     result = decode_one(engine, method, prompt.ids, settings, stop, seed=0)

@@ -60,3 +60,25 @@ def test_the_best_fixed_and_adaptive_rows_and_the_verdicts(tmp_path, monkeypatch
     assert cells[9] == "2.00 ± 0.00" and cells[10] == "+0.38 ± 0.00"
     assert "best adaptive ≥ best fixed in 0/1 groups (0%; target ≥ 90%): not met; never below 0.95×: met (1/1)" in out
     assert "in 1/1 WE groups: met" in out
+
+
+def test_same_tokens_drops_greedy_prompts_where_an_arm_decoded_other_tokens(tmp_path, monkeypatch, capsys):
+    write_run(tmp_path / "run")
+    path = tmp_path / "run" / RECORDS_NAME
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        if row["key"] == "gsm8k|e2|we-0.5|cos[confidence-0.4]|0":  # a near-tie sent it elsewhere, and faster
+            row["token_ids"] = row["accounting"]["token_ids"] = [row["token_ids"][0] + 1, *row["token_ids"][1:]]
+            row["timing"] = {"total_s": 1.0, "first_token_s": 0.1, "decode_s": 0.9}
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def table(*flags: str) -> list[str]:
+        monkeypatch.setattr(sys, "argv", ["draft_targets.py", str(tmp_path / "run"), *flags])
+        script.main()
+        row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| gsm8k"))
+        return [cell.strip() for cell in row.strip("|").split("|")]
+
+    every = table()
+    assert every[3] == "3" and every[5].startswith("confidence-0.4: 4.92")  # (2.38 + 2.38 + 10) / 3
+    same = table("--same-tokens")
+    assert same[3] == "2" and same[5].startswith("confidence-0.4: 2.38 ± 0.00") and same[6] == "0.952"
