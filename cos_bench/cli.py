@@ -153,7 +153,9 @@ def run(
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 = greedy."),
     gamma: Optional[list[str]] = typer.Option(None, "--gamma", help="Draft length per model, MODEL=N; repeatable."),
     proposer: Optional[str] = typer.Option(None, "--proposer", help="Default proposer (a model name from the config)."),
-    draft: Optional[str] = typer.Option(None, "--draft", help="Draft-length policy of sd and cos: fixed, confidence, heuristic, auto or marginal."),
+    draft: Optional[str] = typer.Option(
+        None, "--draft", help="Draft-length policy of sd and cos: fixed, confidence, heuristic, auto or marginal."
+    ),
 ) -> None:
     """Run vanilla collaborative decoding, sd and cos side by side and store every decode."""
     from cos_bench.run import run_experiment
