@@ -374,8 +374,9 @@ class ExperimentConfig:
 
     @property
     def longest_auto_drafts(self) -> tuple[int, ...] | None:
-        """As `longest_drafts`, over the `auto` policies only (the run's and its arms'); None where no
-        decode drafts by `auto`: calibration times every pass length up to these for it."""
+        """As `longest_drafts`, over the policies that charge measured pass costs only (`auto` and its
+        subclass `marginal`, the run's and its arms'); None where no decode drafts by one: calibration
+        times every pass length up to these for them."""
         caps = self._caps(AutoDraft)
         return tuple(max(column) for column in zip(*caps)) if caps else None
 

@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                     eng.settings = settings
                 result = eng.run("cos", alternate=True)
                 row["speedup"][arm] = vanilla_s / charged_seconds(runners, step, curve) * len(result.token_ids) / len(ids)
-                small = result.models[0]
-                row["mean_draft"][arm] = (small.drafted + small.bonus_drafted) / max(1, small.drafted_by_position[0])
+                row["mean_draft"][arm] = result.models[0].mean_draft_length
                 row["identical"][arm] = list(result.token_ids) == ids
             rows.append(row)
             console.print(row["example_id"], row["setting"], {k: round(v, 3) for k, v in row["speedup"].items()})

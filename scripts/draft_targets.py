@@ -32,14 +32,11 @@ PEER = "hf-ensemble"
 
 def same_tokens_only(records: pd.DataFrame) -> pd.DataFrame:
     """Greedy records of the prompts whose every `cos` decode equals vanilla's tokens; sampled ones as they are."""
-    keys = ["run", "task", "setting", "temperature", "example_id", "repeat"]
+    prompt = [records[key] for key in ("run", "task", "setting", "temperature", "example_id", "repeat")]
     ids = records["token_ids"].map(tuple)
-    vanilla = records[records["method"] == "vanilla"].assign(ids=ids).set_index(keys)["ids"]
-    cos = records[records["method"] == "cos"].assign(ids=ids)
-    differs = cos[[vanilla.get(tuple(row[k] for k in keys)) != row["ids"] for _, row in cos.iterrows()]]
-    dropped = set(map(tuple, differs[keys].itertuples(index=False)))
-    keep = [row.temperature != 0 or tuple(getattr(row, k) for k in keys) not in dropped for row in records.itertuples(index=False)]
-    return records[keep]
+    vanilla = ids.where(records["method"] == "vanilla").groupby(prompt).transform("first")
+    spoiled = ((records["method"] == "cos") & (ids != vanilla)).groupby(prompt).transform("any")
+    return records[(records["temperature"] != 0) | ~spoiled]
 
 
 def variant(row: pd.Series) -> str:

@@ -171,8 +171,14 @@ class _ConfidencePlan(DraftPlan):
         self.temperature = temperature
 
     def stops_after(self, logits: torch.Tensor, draft_probs: torch.Tensor, token: torch.Tensor) -> bool:
-        probs = draft_probs if self.temperature > 0 else model_probs(logits, 1.0)
-        return float(probs[token]) < self.threshold
+        return own_probability(logits, draft_probs, token, self.temperature) < self.threshold
+
+
+def own_probability(logits: torch.Tensor, draft_probs: torch.Tensor, token: torch.Tensor, temperature: float) -> float:
+    """The drafter's probability of the token it drafted (one host read): from its draft distribution,
+    or at T = 0, where that is one-hot, from its untempered softmax."""
+    probs = draft_probs if temperature > 0 else model_probs(logits, 1.0)
+    return float(probs[token])
 
 
 @dataclass(frozen=True)
@@ -265,15 +271,21 @@ class _AutoPlan(DraftPlan):
         self.alternate = alternate
 
     def run_length(self, index: int, counters: Sequence[DraftCounters]) -> int:
-        own = counters[index]
-        if self.step_costs is None or own.verified < self.min_verdicts:
+        alpha = self.trusted_alpha(index, counters)
+        if alpha is None:
             return self.current[index]
-        alpha = min(1.0, own.alpha_sum / own.verified)  # a sum of overlaps in float can pass 1 by rounding
-        c = self._c(index)
+        c = self.c(index)
         self.current[index] = max(range(1, self.caps[index] + 1), key=lambda gamma: self.speedup(index, alpha, c, gamma))
         return self.current[index]
 
-    def _c(self, index: int) -> float:
+    def trusted_alpha(self, index: int, counters: Sequence[DraftCounters]) -> float | None:
+        """Model `index`'s α so far, once costs are calibrated and it has `min_verdicts` verdicts; else None."""
+        own = counters[index]
+        if self.step_costs is None or own.verified < self.min_verdicts:
+            return None
+        return min(1.0, own.alpha_sum / own.verified)  # a sum of overlaps in float can pass 1 by rounding
+
+    def c(self, index: int) -> float:
         """Model `index`'s step time over the other models' together (calibrated)."""
         return self.step_costs[index] / sum(cost for other, cost in enumerate(self.step_costs) if other != index)
 
@@ -331,20 +343,19 @@ class _MarginalPlan(_AutoPlan):
     def run_length(self, index: int, counters: Sequence[DraftCounters]) -> int:
         self.drafter, self.survival = index, 1.0
         self.run_bins.append([])
-        own = counters[index]
-        if self.step_costs is None or own.verified < self.min_verdicts:
+        alpha = self.trusted_alpha(index, counters)
+        if alpha is None:
             self.run = None
             return self.current[index]
-        alpha = min(1.0, own.alpha_sum / own.verified)
-        c = self._c(index)
+        c = self.c(index)
         best = max(self.speedup(index, alpha, c, gamma) for gamma in range(1, self.caps[index] + 1))
         self.run = (alpha, c, best / (1 + c))
         return self.caps[index]
 
     def stops_after(self, logits: torch.Tensor, draft_probs: torch.Tensor, token: torch.Tensor) -> bool:
-        probs = draft_probs if self.temperature > 0 else model_probs(logits, 1.0)
         index, bins = self.drafter, self.run_bins[-1]
-        bins.append(min(CONFIDENCE_BINS - 1, int(float(probs[token]) * CONFIDENCE_BINS)))
+        confidence = own_probability(logits, draft_probs, token, self.temperature)
+        bins.append(min(CONFIDENCE_BINS - 1, int(confidence * CONFIDENCE_BINS)))
         if self.run is None:
             return False
         alpha, c, bar = self.run
