@@ -11,6 +11,14 @@ from CALIBRATION_MANIFEST's `calibration`), so policies are compared without tim
 past a rejection get the vanilla context's logits (they are discarded at that rejection either way).
 Prints each setting's mean predicted decode-only speedup per arm (vanilla's charged seconds / the
 arm's, per prompt); the `oracle` arm, which peeks at the target, bounds what a stopping rule can gain.
+
+With --temperature T > 0 the recorded vanilla decodes at T are replayed with --seeds draws per arm
+(no oracle: there is no single right token to peek at). This is a position-wise proxy, not an exact
+replay: sampled drafts and corrections part from the recorded text, and every token at position i is
+drafted and judged on the two models' distributions at position i of the recorded sample, whatever
+was drawn before it. Acceptance then follows the real distributions' overlaps and the drafter's
+real probabilities of what it draws, which is what a stopping rule reads; every arm decodes exactly
+the recorded length (no EOS), so each is charged for the same number of tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +39,7 @@ from cos_bench.core.drafting import DraftPlan, DraftPolicy
 from cos_bench.core.records import DecodeResult
 from cos_bench.core.runner import ForwardStats
 from cos_bench.core.speculative import SpeculativeEngine
+from cos_bench.core.stopping import StopRule
 from cos_bench.core.vanilla import decode as vanilla_decode
 from cos_bench.engine import build_prompts, load_engine, stop_for, use_chat
 from cos_bench.run import job_settings, measured_pass_cost
@@ -102,6 +112,10 @@ class ReplayRunner:
         return ForwardStats(len(self.feeds), sum(self.feeds), 0.0)
 
 
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def charged_seconds(runners, step: dict, curve: dict) -> float:
     """Decode seconds as calibration charges them: every feed after the prefill."""
     return sum(step[r.name] * curve[r.name].at(k) for r in runners for k in r.feeds[1:])
@@ -117,24 +131,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--arms", help="comma-separated arm names (default: all)")
+    parser.add_argument("--arms", help="comma-separated arm names (default: all; at T > 0 all but the oracle)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="replay the vanilla decodes recorded at this T")
+    parser.add_argument("--seeds", type=int, default=8, help="draws per arm and prompt at T > 0")
+    parser.add_argument("--dtype", help="of the teacher-forced forwards (default: the config's); float32 where a CPU emulates bf16")
     args = parser.parse_args(argv)
+    sampled = args.temperature > 0
+    arms = {name: ARMS[name] for name in args.arms.split(",")} if args.arms else ARMS
+    if sampled:
+        arms = {name: overrides for name, overrides in arms.items() if "oracle" not in overrides}
     console = Console(stderr=True)
-    cfg = apply_overrides(load_config(args.config), {"limit": args.limit, "max_new_tokens": args.max_new_tokens, "data_dir": args.data_dir})
+    overrides = {"limit": args.limit, "max_new_tokens": args.max_new_tokens, "data_dir": args.data_dir, "temperature": args.temperature}
+    if args.dtype:
+        overrides["dtype"] = args.dtype
+    cfg = apply_overrides(load_config(args.config), overrides)
     calibration = json.loads(args.calibration.read_text())["calibration"]
     step = calibration["step_seconds"]
     curve = {name: measured_pass_cost(calibration, name) for name in cfg.model_names}
     vanilla_ids = {}
     for line in (args.records_dir / "records.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if rec["method"] == "vanilla" and rec["task"] == args.task and rec["temperature"] == 0:
+        if rec["method"] == "vanilla" and rec["task"] == args.task and rec["temperature"] == args.temperature:
             vanilla_ids[(rec["example_id"], rec["setting"])] = rec["token_ids"]
     engine = load_engine(cfg, console)
     chat = use_chat(cfg, engine.tokenizer)
     task = get_task(args.task)
     prompts = build_prompts(task, task.load(resolve_data_source(cfg.data_dir), cfg.limit, cfg.offset, cfg.seed, cfg.subjects), engine, chat)
-    stop = stop_for(task, engine, chat, args.max_new_tokens)
-    arms = {name: ARMS[name] for name in args.arms.split(",")} if args.arms else ARMS
+    task_stop = stop_for(task, engine, chat, args.max_new_tokens)
     rows = []
     for prompt in prompts:
         for combination in cfg.combinations:
@@ -146,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 tables = [m.model(full[None]).logits[0].float() for m in engine.models]
             runners = [ReplayRunner(name, table) for name, table in zip(cfg.model_names, tables)]
             base = job_settings(cfg, combination, calibration)
-            result: DecodeResult = vanilla_decode(runners, prompt.ids, base, stop)
+            stop = StopRule(len(ids)) if sampled else task_stop
+            seeds = range(args.seeds) if sampled else [None]
+            result: DecodeResult = vanilla_decode(runners, prompt.ids, base, stop, generator(0) if sampled else None)
             vanilla_s = charged_seconds(runners, step, curve)
             row = {
                 "example_id": str(prompt.example.example_id),
@@ -161,20 +186,28 @@ def main(argv: list[str] | None = None) -> int:
                 settings = job_settings(
                     apply_overrides(cfg, {"arms": [], **{k: v for k, v in overrides.items() if k != "oracle"}}), combination, calibration
                 )
-                eng = SpeculativeEngine(runners, prompt.ids, settings, stop, None)
-                if "oracle" in overrides:
-                    settings = dataclasses.replace(settings, draft=OracleDraft(eng, tables, base.rule, overrides["oracle"]))
-                    eng.settings = settings
-                result = eng.run("cos", alternate=True)
-                row["speedup"][arm] = vanilla_s / charged_seconds(runners, step, curve) * len(result.token_ids) / len(ids)
-                row["mean_draft"][arm] = result.models[0].mean_draft_length
-                row["identical"][arm] = list(result.token_ids) == ids
+                speedups, drafts = [], []
+                for seed in seeds:
+                    eng = SpeculativeEngine(runners, prompt.ids, settings, stop, None if seed is None else generator(seed))
+                    if "oracle" in overrides:
+                        settings = dataclasses.replace(settings, draft=OracleDraft(eng, tables, base.rule, overrides["oracle"]))
+                        eng.settings = settings
+                    result = eng.run("cos", alternate=True)
+                    speedups.append(vanilla_s / charged_seconds(runners, step, curve) * len(result.token_ids) / len(ids))
+                    drafts.append(result.models[0].mean_draft_length)
+                row["speedup"][arm] = sum(speedups) / len(speedups)  # the mean over draws at T > 0
+                row["mean_draft"][arm] = sum(drafts) / len(drafts)
+                row["identical"][arm] = None if sampled else list(result.token_ids) == ids
             rows.append(row)
             console.print(row["example_id"], row["setting"], {k: round(v, 3) for k, v in row["speedup"].items()})
     for setting in sorted({r["setting"] for r in rows}):
         group = [r for r in rows if r["setting"] == setting]
-        means = {arm: sum(r["speedup"][arm] for r in group) / len(group) for arm in arms}
-        print(setting, len(group), " ".join(f"{arm}: {v:.3f}" for arm, v in means.items()))
+        cells = []
+        for arm in arms:
+            values = [r["speedup"][arm] for r in group]
+            se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+            cells.append(f"{arm}: {statistics.fmean(values):.3f} ± {se:.3f}")
+        print(f"T = {args.temperature}", setting, len(group), " ".join(cells))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
     return 0
