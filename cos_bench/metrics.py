@@ -332,7 +332,7 @@ def _comparison_columns(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
         "speedup_repeat_std": _std(paired_speedups(group, reference, "repeat")),
         # Paired by prompt: prompts differ far more in length and difficulty than methods do, so pairing
         # takes that spread out of the noise estimate.
-        "speedup_prompt_se": _standard_error(paired_speedups(group, reference, "example_id")),
+        "speedup_prompt_se": standard_error(paired_speedups(group, reference, "example_id")),
         "speedup_decode": _ratio(_decode_rate(group), _decode_rate(reference)),
     }
 
@@ -511,7 +511,7 @@ def _quality_difference(group: pd.DataFrame, reference: pd.DataFrame) -> dict:
         return missing
     # Repeats of one prompt are not independent: average them, then take the spread over prompts.
     per_prompt = pd.DataFrame(pairs, columns=["example_id", "difference"]).groupby("example_id")["difference"].mean()
-    return {"quality_vs_vanilla": float(per_prompt.mean()), "quality_vs_vanilla_se": _standard_error(per_prompt)}
+    return {"quality_vs_vanilla": float(per_prompt.mean()), "quality_vs_vanilla_se": standard_error(per_prompt)}
 
 
 def _is_scored(correct: Any) -> bool:
@@ -527,7 +527,8 @@ def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def _standard_error(values: pd.Series) -> float:
+def standard_error(values: pd.Series) -> float:
+    """The standard error of the mean (NaN below two values): what every `± se` the project prints is."""
     return _std(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
 
 

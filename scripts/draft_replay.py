@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import pandas as pd
 import torch
 from rich.console import Console
 
@@ -42,6 +43,7 @@ from cos_bench.core.speculative import SpeculativeEngine
 from cos_bench.core.stopping import StopRule
 from cos_bench.core.vanilla import decode as vanilla_decode
 from cos_bench.engine import build_prompts, load_engine, stop_for, use_chat
+from cos_bench.metrics import standard_error
 from cos_bench.run import job_settings, measured_pass_cost
 from cos_bench.tasks import get_task
 from cos_bench.tasks.data import resolve_data_source
@@ -195,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = eng.run("cos", alternate=True)
                     speedups.append(vanilla_s / charged_seconds(runners, step, curve) * len(result.token_ids) / len(ids))
                     drafts.append(result.models[0].mean_draft_length)
-                row["speedup"][arm] = sum(speedups) / len(speedups)  # the mean over draws at T > 0
-                row["mean_draft"][arm] = sum(drafts) / len(drafts)
+                row["speedup"][arm] = statistics.fmean(speedups)  # the mean over draws at T > 0
+                row["mean_draft"][arm] = statistics.fmean(drafts)
                 row["identical"][arm] = None if sampled else list(result.token_ids) == ids
             rows.append(row)
             console.print(row["example_id"], row["setting"], {k: round(v, 3) for k, v in row["speedup"].items()})
@@ -204,9 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         group = [r for r in rows if r["setting"] == setting]
         cells = []
         for arm in arms:
-            values = [r["speedup"][arm] for r in group]
-            se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-            cells.append(f"{arm}: {statistics.fmean(values):.3f} ± {se:.3f}")
+            values = pd.Series([r["speedup"][arm] for r in group])
+            cells.append(f"{arm}: {values.mean():.3f} ± {standard_error(values):.3f}")
         print(f"T = {args.temperature}", setting, len(group), " ".join(cells))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))

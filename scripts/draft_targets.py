@@ -18,13 +18,12 @@ amortises the prefill further and so rewards the arm for the tie, not its speed.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cos_bench.metrics import COMPARE_KEYS, load_records, paired_speedups, summarize, sweep_columns
+from cos_bench.metrics import COMPARE_KEYS, load_records, paired_speedups, standard_error, summarize, sweep_columns
 
 RATIO_TARGET, RATIO_FLOOR, GROUP_SHARE = 1.0, 0.95, 0.9
 PEER = "hf-ensemble"
@@ -56,7 +55,7 @@ def paired(records: pd.DataFrame, group: pd.Series, a: tuple[str, str], b: tuple
     diff = (per_prompt_speedups(records, group, *a) - per_prompt_speedups(records, group, *b)).dropna()
     if len(diff) < 2:
         return "n/a"
-    return f"{diff.mean():+.2f} ± {diff.std(ddof=1) / math.sqrt(len(diff)):.2f}"
+    return f"{diff.mean():+.2f} ± {standard_error(diff):.2f}"
 
 
 def speedup(row: pd.Series) -> str:
